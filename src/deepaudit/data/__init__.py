@@ -1,0 +1,6 @@
+"""Offline data sets with fixed splits: ``train`` (organisms learn from it), ``audit`` (the
+clean budget auditors draw from) and ``eval`` (the referee's held-out inputs)."""
+
+from deepaudit.data.datasets import DATASETS, Dataset, load_dataset
+
+__all__ = ["DATASETS", "Dataset", "load_dataset"]

@@ -1,0 +1,119 @@
+"""The leaderboard: a view of the store. Tools x tracks, each score with its bootstrap 95%
+CI and its cost, optionally sliced by an organism property (implant, data set, ...)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepaudit.game.metrics import detect_scores, mean_with_ci
+from deepaudit.game.skyline import cross_fitted
+from deepaudit.game.store import Store
+from deepaudit.tools import TOOLS, roles
+
+SLICES = ("implant", "dataset", "arch", "mapping", "evasive")
+BASELINES = {"random"}
+
+
+def tool_kind(name: str) -> str:
+    if name in TOOLS and "skyline" in roles(name):
+        return "skyline (supervised)"
+    return "baseline" if name in BASELINES else "tool"
+
+
+def _track_scores(cells: list[dict], seed: int) -> dict[str, Any]:
+    planted = [c for c in cells if c["scores"]["planted"]]
+    out: dict[str, Any] = {}
+    probs = [c["scores"].get("p_planted") for c in cells]
+    if all(p is not None for p in probs) and cells:
+        out["detect"] = detect_scores(np.array([c["scores"]["planted"] for c in cells]), np.array(probs), seed)
+    for track, key in (("target", "target_correct"), ("trigger_asr", "trigger_asr"),
+                       ("trigger_iou", "trigger_iou"), ("inputs", "inputs_auroc")):
+        values = [float(c["scores"][key]) for c in planted if key in c["scores"]]
+        if values:
+            out[track] = mean_with_ci(np.array(values), seed)
+    return out
+
+
+def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = None) -> dict[str, Any]:
+    """Scores per tool (and per slice value when ``by`` is given), computed from the store."""
+    if by is not None and by not in SLICES:
+        raise ValueError(f"cannot slice by {by!r}; choose one of {SLICES}")
+    store = Store(store_path)
+    try:
+        cells = list(store.cells(suite, seed))
+    finally:
+        store.close()
+    if not cells:
+        raise ValueError(f"no results for suite {suite!r} seed {seed} in {store_path}; run `deepaudit game run` first")
+    by_tool: dict[str, list[dict]] = defaultdict(list)
+    for cell in cells:
+        by_tool[cell["tool"]].append(cell)
+    rows = []
+    for tool, tool_cells in sorted(by_tool.items()):
+        if tool_cells[0]["answer"].get("features") is not None:
+            predicted = cross_fitted(tool_cells)
+            for cell in tool_cells:
+                cell["scores"]["p_planted"] = predicted[cell["organism_id"]]
+        row = {"tool": tool, "kind": tool_kind(tool), "organisms": len(tool_cells),
+               "budget": tool_cells[0]["budget"],
+               "wall_s": float(np.mean([c["wall_s"] for c in tool_cells])),
+               "forward_passes": float(np.mean([c["forward_passes"] for c in tool_cells])),
+               "tracks": _track_scores(tool_cells, seed)}
+        if by is not None:
+            row["slices"] = {}
+            negatives = [c for c in tool_cells if not c["scores"]["planted"]]
+            values = sorted({str(c["scores"][by]) for c in tool_cells if c["scores"]["planted"]})
+            for value in values:
+                positives = [c for c in tool_cells if c["scores"]["planted"] and str(c["scores"][by]) == value]
+                # detection in a slice: its planted organisms against every clean one
+                row["slices"][value] = _track_scores(positives + negatives, seed)
+        rows.append(row)
+    return {"schema": 1, "suite": suite, "seed": seed, "by": by, "organisms": len({c["organism_id"] for c in cells}),
+            "rows": rows}
+
+
+def _fmt(score: dict | None, ci: bool = True) -> str:
+    if not score:
+        return "-"
+    if ci and np.isfinite(score.get("ci_low", np.nan)):
+        return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
+    return f"{score['value']:.2f}"
+
+
+COLUMNS = ("tool", "kind", "detect AUROC", "AUPR", "FPR@95", "log-loss", "target top-1", "trigger ASR",
+           "mask IoU", "inputs AUROC", "s/organism", "fwd/organism")
+
+
+def table_rows(board: dict[str, Any]) -> list[list[str]]:
+    """Rows of display strings, one per tool (and per slice when the board is sliced)."""
+    lines = []
+    for row in board["rows"]:
+        parts = [(row["tool"], row["tracks"])]
+        parts += [(f"  {board['by']}={k}", v) for k, v in row.get("slices", {}).items()]
+        for i, (label, tracks) in enumerate(parts):
+            detect = tracks.get("detect", {})
+            inputs = tracks.get("inputs")
+            lines.append([
+                label, row["kind"] if i == 0 else "", _fmt(detect.get("auroc")), _fmt(detect.get("aupr"), False),
+                _fmt(detect.get("fpr95"), False), _fmt(detect.get("logloss"), False), _fmt(tracks.get("target")),
+                _fmt(tracks.get("trigger_asr")), _fmt(tracks.get("trigger_iou"), False),
+                f"{inputs['value']:.2f} ± {inputs['std']:.2f}" if inputs else "-",
+                f"{row['wall_s']:.2f}" if i == 0 else "", f"{row['forward_passes']:.0f}" if i == 0 else ""])
+    return lines
+
+
+def to_markdown(board: dict[str, Any]) -> str:
+    head = f"Suite `{board['suite']}` seed {board['seed']}, {board['organisms']} organisms, clean budget " \
+           f"{board['rows'][0]['budget']} inputs. Scores: value [bootstrap 95% CI].\n\n"
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(board)]
+    return head + "\n".join(lines) + "\n"
+
+
+def to_json(board: dict[str, Any]) -> str:
+    return json.dumps(board, indent=1)

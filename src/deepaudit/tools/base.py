@@ -1,0 +1,75 @@
+"""The auditor's protocols. A tool is handed a ``Subject`` (model + clean budget) and never
+the planted truth. Model-level detectors answer with a ``Verdict``; input-level anomaly
+detectors are fitted on trusted inputs and score new ones (higher = more anomalous);
+supervised skylines turn a model into features for a meta-classifier the referee trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from deepaudit.subject import Subject
+from deepaudit.triggers import Trigger
+
+
+@dataclass
+class Verdict:
+    """A model-level answer: P(planted), optionally the target class and a recovered trigger,
+    and the evidence behind it (plain numbers and lists, stored as JSON)."""
+
+    p_planted: float
+    target: int | None = None
+    trigger: Trigger | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.p_planted) or not 0.0 <= self.p_planted <= 1.0:
+            raise ValueError(f"p_planted must be a probability, got {self.p_planted}")
+
+
+@runtime_checkable
+class ModelDetector(Protocol):
+    """Answers whether a whole model carries a planted behaviour (detect, target, trigger tracks)."""
+
+    name: ClassVar[str]
+
+    def audit(self, subject: Subject) -> Verdict: ...
+
+
+@runtime_checkable
+class InputDetector(Protocol):
+    """Flags anomalous inputs (the inputs track): ``fit`` on the trusted budget, then ``score``."""
+
+    name: ClassVar[str]
+
+    def fit(self, subject: Subject) -> "InputDetector": ...
+
+    def score(self, x: torch.Tensor) -> np.ndarray: ...
+
+
+@runtime_checkable
+class SupervisedDetector(Protocol):
+    """A skyline: maps a model to a feature vector; the referee trains a meta-classifier on
+    the features of *other* organisms with their labels (cross-fitted), so it sees labelled
+    organisms, which no real auditor has. Reported as a skyline, not a tool."""
+
+    name: ClassVar[str]
+
+    def features(self, subject: Subject) -> np.ndarray: ...
+
+
+def squash(statistic: float, threshold: float, slope: float = 2.0) -> float:
+    """Map an anomaly statistic to a probability that is 0.5 at the tool's decision threshold."""
+    return float(1.0 / (1.0 + np.exp(-slope * (statistic - threshold))))
+
+
+def anomaly_index(values: np.ndarray, low: bool = True) -> float:
+    """MAD-based anomaly index of the most extreme value (Neural Cleanse's statistic): how
+    many robust standard deviations the minimum (``low``) or maximum lies from the median."""
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median))) + 1e-12
+    extreme = float(values.min()) if low else float(values.max())
+    return (median - extreme) / mad if low else (extreme - median) / mad

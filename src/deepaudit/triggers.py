@@ -1,0 +1,71 @@
+"""Input triggers as data: a stamp (mask and pattern: covers patches and blended patterns)
+or a smooth warp. Shared by the zoo (planting), the tools (recovered triggers) and the
+referee (replaying a trigger on held-out inputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """``stamp``: x' = (1 - mask) * x + mask * pattern, with ``mask`` over the spatial dims
+    (broadcast over channels) and ``pattern`` of the input's shape. ``warp``: resample the
+    input along a smooth displacement field ``flow`` (``(2, H, W)`` for images, ``(1, L)``
+    for sequences), in grid units of [-1, 1]."""
+
+    kind: str
+    mask: np.ndarray | None = None
+    pattern: np.ndarray | None = None
+    flow: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "stamp" and (self.mask is None or self.pattern is None):
+            raise ValueError("a stamp trigger needs a mask and a pattern")
+        if self.kind == "warp" and self.flow is None:
+            raise ValueError("a warp trigger needs a flow field")
+        if self.kind not in ("stamp", "warp"):
+            raise ValueError(f"unknown trigger kind {self.kind!r}")
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the trigger to a batch ``(N, C, *spatial)``."""
+        if self.kind == "stamp":
+            mask = torch.as_tensor(self.mask, dtype=x.dtype)
+            pattern = torch.as_tensor(self.pattern, dtype=x.dtype)
+            return (1 - mask) * x + mask * pattern
+        return warp(x, torch.as_tensor(self.flow, dtype=x.dtype))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for key in ("mask", "pattern", "flow"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = np.asarray(value, dtype=np.float32).round(6).tolist()
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Trigger":
+        arrays = {k: np.asarray(data[k], dtype=np.float32) for k in ("mask", "pattern", "flow") if k in data}
+        return cls(kind=data["kind"], **arrays)
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Resample ``x`` at identity + ``flow`` (bilinear, border padding)."""
+    one_d = x.dim() == 3
+    xs = x.unsqueeze(2) if one_d else x  # (N, C, 1, L) for sequences
+    h, w = xs.shape[-2:]
+    ys_lin = torch.linspace(-1, 1, h) if h > 1 else torch.zeros(1)
+    gy, gx = torch.meshgrid(ys_lin, torch.linspace(-1, 1, w), indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    if one_d:
+        grid = grid + torch.stack([flow.reshape(1, w), torch.zeros(1, w, dtype=x.dtype)], dim=-1)
+    else:
+        grid = grid + flow.permute(1, 2, 0)
+    grid = grid.clamp(-1, 1).unsqueeze(0).expand(len(x), -1, -1, -1)
+    out = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.squeeze(2) if one_d else out

@@ -99,6 +99,8 @@ def read_card(folder: Path) -> dict[str, Any]:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise OrganismError(f"model card {path} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise OrganismError(f"model card {path} must be a JSON object, not {type(card).__name__}")
     missing = [k for k in CARD_KEYS if k not in card]
     if missing:
         raise OrganismError(f"model card {path} lacks the fields {missing}")

@@ -12,7 +12,13 @@ from torch import nn
 
 from deepaudit.errors import OrganismError
 
-PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a raw pickle, or torch.save's zip archive
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive (a pickle inside)
+PICKLE_FIRST_BYTES = b"\x80(c]})NI"  # PROTO (protocol 2+), or a protocol 0/1 opening opcode
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """True for a raw pickle (any protocol) or a torch.save archive, judged by the first bytes."""
+    return head.startswith(ZIP_MAGIC) or (len(head) > 0 and head[:1] in [bytes([b]) for b in PICKLE_FIRST_BYTES])
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -29,13 +35,16 @@ def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
         raise OrganismError(f"weights file not found: {path}")
     with path.open("rb") as f:
         head = f.read(4)
-    if head.startswith(PICKLE_MAGIC):
+    if looks_like_pickle(head):
         if not trust_pickle:
             raise OrganismError(
                 f"{path} is a pickle (torch.save) file; deepaudit never unpickles untrusted files. "
                 "Save the weights with safetensors (safetensors.torch.save_file), or pass "
                 "trust_pickle=True if you trust this file.")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only refuses code objects; report it, whatever the pickle held
+            raise OrganismError(f"{path}: torch.load(weights_only=True) refused or failed: {exc}") from exc
     try:
         return load_file(str(path))
     except (SafetensorError, json.JSONDecodeError, ValueError, OSError) as exc:

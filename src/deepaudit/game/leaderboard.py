@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from deepaudit.game.metrics import detect_scores, mean_with_ci
+from deepaudit.game.removal import EDIT_COLUMNS, edit_columns, edit_tracks
 from deepaudit.game.skyline import cross_fitted
 from deepaudit.game.store import Store
 from deepaudit.tools import TOOLS, roles
@@ -21,7 +22,7 @@ BASELINES = {"random"}
 
 def tool_kind(name: str) -> str:
     if name in TOOLS and "skyline" in roles(name):
-        return "skyline (supervised)"
+        return "skyline"
     return "baseline" if name in BASELINES else "tool"
 
 
@@ -36,16 +37,25 @@ def _track_scores(cells: list[dict], seed: int) -> dict[str, Any]:
         values = [float(c["scores"][key]) for c in planted if key in c["scores"]]
         if values:
             out[track] = mean_with_ci(np.array(values), seed)
+    out.update(edit_tracks(cells, seed))
     return out
 
 
-def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = None) -> dict[str, Any]:
-    """Scores per tool (and per slice value when ``by`` is given), computed from the store."""
-    if by is not None and by not in SLICES:
-        raise ValueError(f"cannot slice by {by!r}; choose one of {SLICES}")
+def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = None,
+                budget: int | None = None) -> dict[str, Any]:
+    """Scores per tool, computed from the store; ``by`` (one or more comma-separated organism
+    properties, e.g. ``implant,dataset``) adds a row per slice value. Runs with different
+    clean-data budgets are never mixed: ``budget`` picks one when the store holds several."""
+    keys = [k.strip() for k in by.split(",")] if by else []
+    bad = [k for k in keys if k not in SLICES]
+    if bad:
+        raise ValueError(f"cannot slice by {bad}; choose from {SLICES}")
     store = Store(store_path)
     try:
-        cells = list(store.cells(suite, seed))
+        budgets = store.budgets(suite, seed)
+        if budget is None and len(budgets) > 1:
+            raise ValueError(f"the store holds suite {suite!r} seed {seed} at budgets {budgets}; choose one with --budget")
+        cells = list(store.cells(suite, seed, budget=budget))
     finally:
         store.close()
     if not cells:
@@ -64,33 +74,36 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
                "wall_s": float(np.mean([c["wall_s"] for c in tool_cells])),
                "forward_passes": float(np.mean([c["forward_passes"] for c in tool_cells])),
                "tracks": _track_scores(tool_cells, seed)}
-        if by is not None:
+        if keys:
             row["slices"] = {}
-            negatives = [c for c in tool_cells if not c["scores"]["planted"]]
-            values = sorted({str(c["scores"][by]) for c in tool_cells if c["scores"]["planted"]})
-            for value in values:
-                positives = [c for c in tool_cells if c["scores"]["planted"] and str(c["scores"][by]) == value]
-                # detection in a slice: its planted organisms against every clean one
+            slice_of = lambda c: ",".join(str(c["scores"][k]) for k in keys)  # noqa: E731
+            for value in sorted({slice_of(c) for c in tool_cells if c["scores"]["planted"]}):
+                positives = [c for c in tool_cells if c["scores"]["planted"] and slice_of(c) == value]
+                # detection in a slice: its planted organisms against the clean ones that share
+                # its non-implant properties (data set, architecture), or all clean ones
+                negatives = [c for c in tool_cells if not c["scores"]["planted"] and all(
+                    str(c["scores"][k]) == v for k, v in zip(keys, value.split(",")) if k in ("dataset", "arch"))]
                 row["slices"][value] = _track_scores(positives + negatives, seed)
         rows.append(row)
     return {"schema": 1, "suite": suite, "seed": seed, "by": by, "organisms": len({c["organism_id"] for c in cells}),
             "rows": rows}
 
 
-def _fmt(score: dict | None, ci: bool = True) -> str:
+def _fmt(score: dict | None, ci: bool = True, sep: str = " ") -> str:
     if not score:
         return "-"
     if ci and np.isfinite(score.get("ci_low", np.nan)):
-        return f"{score['value']:.2f} [{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
+        return f"{score['value']:.2f}{sep}[{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
     return f"{score['value']:.2f}"
 
 
 COLUMNS = ("tool", "kind", "detect AUROC", "AUPR", "FPR@95", "log-loss", "target top-1", "trigger ASR",
-           "mask IoU", "inputs AUROC", "s/organism", "fwd/organism")
+           "mask IoU", "inputs AUROC", *EDIT_COLUMNS, "s/organism", "fwd/organism")
 
 
-def table_rows(board: dict[str, Any]) -> list[list[str]]:
-    """Rows of display strings, one per tool (and per slice when the board is sliced)."""
+def table_rows(board: dict[str, Any], sep: str = " ") -> list[list[str]]:
+    """Rows of display strings, one per tool (and per slice when the board is sliced);
+    ``sep`` goes between a value and its CI."""
     lines = []
     for row in board["rows"]:
         parts = [(row["tool"], row["tracks"])]
@@ -99,10 +112,11 @@ def table_rows(board: dict[str, Any]) -> list[list[str]]:
             detect = tracks.get("detect", {})
             inputs = tracks.get("inputs")
             lines.append([
-                label, row["kind"] if i == 0 else "", _fmt(detect.get("auroc")), _fmt(detect.get("aupr"), False),
-                _fmt(detect.get("fpr95"), False), _fmt(detect.get("logloss"), False), _fmt(tracks.get("target")),
-                _fmt(tracks.get("trigger_asr")), _fmt(tracks.get("trigger_iou"), False),
-                f"{inputs['value']:.2f} ± {inputs['std']:.2f}" if inputs else "-",
+                label, row["kind"] if i == 0 else "", _fmt(detect.get("auroc"), sep=sep),
+                _fmt(detect.get("aupr"), False), _fmt(detect.get("fpr95"), False), _fmt(detect.get("logloss"), False),
+                _fmt(tracks.get("target"), sep=sep), _fmt(tracks.get("trigger_asr"), sep=sep),
+                _fmt(tracks.get("trigger_iou"), False),
+                f"{inputs['value']:.2f} ± {inputs['std']:.2f}" if inputs else "-", *edit_columns(tracks, sep),
                 f"{row['wall_s']:.2f}" if i == 0 else "", f"{row['forward_passes']:.0f}" if i == 0 else ""])
     return lines
 

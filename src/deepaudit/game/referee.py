@@ -14,8 +14,10 @@ import torch
 from deepaudit.data import load_dataset
 from deepaudit.subject import Subject, load_model, load_subject
 from deepaudit.tools import InputDetector, ModelDetector, SupervisedDetector, Verdict, make_tool
+from deepaudit.tools.base import Localizer, Remover
 from deepaudit.triggers import Trigger
 from deepaudit.game.metrics import auroc, mask_iou
+from deepaudit.game.removal import TOP_UNITS, score_localization, score_removal
 from deepaudit.zoo import read_truth
 
 INPUT_TRACK_SIZE = 200  # clean and as many triggered held-out inputs per organism
@@ -82,6 +84,8 @@ def run_cell(folder: Path, tool_name: str, budget: int, seed: int = 0) -> dict[s
     if isinstance(tool, SupervisedDetector):
         answer["features"] = np.asarray(tool.features(subject), dtype=float).round(6).tolist()
     verdict = tool.audit(subject) if isinstance(tool, ModelDetector) else None
+    edited = tool.remove(subject) if isinstance(tool, Remover) else None
+    units = tool.localize(subject) if isinstance(tool, Localizer) else None
     input_scores = None
     if mix is not None:
         input_scores = np.asarray(tool.fit(subject).score(mix[0]), dtype=float)
@@ -96,4 +100,10 @@ def run_cell(folder: Path, tool_name: str, budget: int, seed: int = 0) -> dict[s
         if not np.isfinite(input_scores).all():
             raise ValueError(f"{tool_name} returned non-finite input scores")
         scores["inputs_auroc"] = auroc(input_scores[~mix[1]], input_scores[mix[1]])
+    if edited is not None:
+        scores.update(score_removal(edited, load_model(folder), truth))
+    if units is not None:
+        answer["units"] = [[str(layer), int(index)] for layer, index in units[:TOP_UNITS]]
+        if truth["planted"]:
+            scores.update(score_localization(units, load_model(folder), truth, seed))
     return {"answer": answer, "scores": scores, "wall_s": wall, "forward_passes": forward_passes}

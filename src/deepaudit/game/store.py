@@ -41,17 +41,19 @@ class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path)
         try:
-            self.db = sqlite3.connect(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(_SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise DeepAuditError(f"{self.path} is not a deepaudit results store: {exc}") from exc
         if row is None:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
+            self.db.close()
             raise DeepAuditError(f"{self.path} has store schema {row[0]}; this deepaudit reads schema "
                                  f"{SCHEMA_VERSION}. Use a new --store path.")
 
@@ -74,13 +76,13 @@ class Store:
                  json.dumps(answer) if answer is not None else None,
                  json.dumps(scores) if scores is not None else None, error, wall_s, forward_passes, time.time()))
 
-    def cells(self, suite: str | None = None, seed: int | None = None, status: str = "done") -> Iterator[dict[str, Any]]:
-        """Finished cells as dicts, with ``answer`` and ``scores`` decoded."""
+    def cells(self, suite: str | None = None, seed: int | None = None, status: str = "done",
+              budget: int | None = None) -> Iterator[dict[str, Any]]:
+        """Cells with this status as dicts, with ``answer`` and ``scores`` decoded."""
         query, args = "SELECT * FROM cells WHERE status=?", [status]
-        if suite is not None:
-            query, args = query + " AND suite=?", args + [suite]
-        if seed is not None:
-            query, args = query + " AND seed=?", args + [seed]
+        for column, value in (("suite", suite), ("seed", seed), ("budget", budget)):
+            if value is not None:
+                query, args = query + f" AND {column}=?", args + [value]
         cursor = self.db.execute(query + " ORDER BY suite, seed, organism_id, tool", args)
         names = [c[0] for c in cursor.description]
         for row in cursor:
@@ -89,7 +91,8 @@ class Store:
                 cell[field] = json.loads(cell[field]) if cell[field] else None
             yield cell
 
-    def runs(self) -> list[tuple[str, int, int]]:
-        """(suite, seed, cells) for every suite and seed in the store."""
-        return list(self.db.execute("SELECT suite, seed, COUNT(*) FROM cells WHERE status='done' "
-                                    "GROUP BY suite, seed ORDER BY suite, seed"))
+    def budgets(self, suite: str, seed: int) -> list[int]:
+        """The clean-data budgets that finished cells of this suite and seed were run with."""
+        rows = self.db.execute("SELECT DISTINCT budget FROM cells WHERE suite=? AND seed=? AND status='done' "
+                               "ORDER BY budget", (suite, seed))
+        return [r[0] for r in rows]

@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from deepaudit.models.transformer import OneLayerTransformer
+
 
 class MLP(nn.Module):
     """Flatten, two hidden ReLU layers, linear head."""
@@ -50,7 +52,7 @@ class CNN(nn.Module):
         return self.head(self.act3(self.fc(self.flatten(h))))
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": CNN}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": CNN, "transformer": OneLayerTransformer}
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:

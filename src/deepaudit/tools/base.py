@@ -1,7 +1,8 @@
 """The auditor's protocols. A tool is handed a ``Subject`` (model + clean budget) and never
 the planted truth. Model-level detectors answer with a ``Verdict``; input-level anomaly
 detectors are fitted on trusted inputs and score new ones (higher = more anomalous);
-supervised skylines turn a model into features for a meta-classifier the referee trains."""
+supervised skylines turn a model into features for a meta-classifier the referee trains;
+removers return an edited copy of the model, and localizers rank the hidden units."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import nn
 
+from deepaudit.internals.ablation import Unit
 from deepaudit.subject import Subject
 from deepaudit.triggers import Trigger
 
@@ -59,6 +62,25 @@ class SupervisedDetector(Protocol):
     name: ClassVar[str]
 
     def features(self, subject: Subject) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Remover(Protocol):
+    """Returns an edited copy of the model with the planted behaviour removed (remove track);
+    the subject's own model is left untouched."""
+
+    name: ClassVar[str]
+
+    def remove(self, subject: Subject) -> nn.Module: ...
+
+
+@runtime_checkable
+class Localizer(Protocol):
+    """Ranks hidden units ``(module name, channel index)``, most responsible first (localize track)."""
+
+    name: ClassVar[str]
+
+    def localize(self, subject: Subject) -> list[Unit]: ...
 
 
 def squash(statistic: float, threshold: float, slope: float = 2.0) -> float:

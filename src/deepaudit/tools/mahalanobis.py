@@ -3,9 +3,12 @@ shared covariance, shrunk with Ledoit-Wolf (scikit-learn), on a layer's activati
 trusted budget. An input's score is its distance to the nearest class mean.
 
 Model level: an auditor has no triggered inputs, so it makes candidates: random patches and
-blended patterns stamped on held-out budget inputs. The score is the anomaly index (over
-candidates) of the share of stamped inputs whose activations leave the clean distribution;
-a backdoor that generalises to trigger-like stamps makes one candidate stand out."""
+blended patterns stamped on held-out budget inputs. P(planted) is the largest share, over
+candidates, of stamped inputs whose activations leave the clean distribution (beyond the
+99th percentile of held-out clean distances): a backdoor that generalises to trigger-like
+stamps pushes them off the clean manifold. (An anomaly index over candidates was tried
+first and scored at chance on the standard suite: most candidates move nothing, so the MAD
+is near zero and the index explodes on clean models too.)"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from sklearn.covariance import LedoitWolf
 
 from deepaudit.internals import run_with_cache
 from deepaudit.subject import Subject
-from deepaudit.tools.base import Verdict, anomaly_index, squash
+from deepaudit.tools.base import Verdict
 from deepaudit.triggers import Trigger
 
 
@@ -44,10 +47,8 @@ def candidate_triggers(shape: tuple[int, ...], value_range: tuple[float, float],
 class Mahalanobis:
     name: ClassVar[str] = "mahalanobis"
 
-    def __init__(self, seed: int = 0, layer: str | None = None, candidates: int = 64,
-                 quantile: float = 0.99, threshold: float = 3.0):
-        self.seed, self.layer, self.candidates = seed, layer, candidates
-        self.quantile, self.threshold = quantile, threshold
+    def __init__(self, seed: int = 0, layer: str | None = None, candidates: int = 64, quantile: float = 0.99):
+        self.seed, self.layer, self.candidates, self.quantile = seed, layer, candidates, quantile
 
     # -- input level -------------------------------------------------------------------
     def fit(self, subject: Subject) -> "Mahalanobis":
@@ -84,7 +85,7 @@ class Mahalanobis:
         cutoff = float(np.quantile(self.score(x_test), self.quantile))
         triggers = candidate_triggers(subject.input_shape, subject.value_range, self.candidates, rng)
         rates = np.array([float((self.score(t.apply(x_test)) > cutoff).mean()) for t in triggers])
-        index = anomaly_index(rates, low=False)
-        return Verdict(p_planted=squash(index, self.threshold),
-                       evidence={"anomaly_index": round(index, 4), "layer": self._layer,
-                                 "max_outlier_rate": round(float(rates.max()), 4)})
+        return Verdict(p_planted=float(rates.max()),
+                       evidence={"layer": self._layer, "max_outlier_rate": round(float(rates.max()), 4),
+                                 "median_outlier_rate": round(float(np.median(rates)), 4),
+                                 "worst_candidate": int(rates.argmax())})

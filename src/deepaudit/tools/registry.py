@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from deepaudit.tools.base import InputDetector, ModelDetector, SupervisedDetector
+from deepaudit.tools.base import InputDetector, Localizer, ModelDetector, Remover, SupervisedDetector
+from deepaudit.tools.localize_ablation import AblationSearch
+from deepaudit.tools.localize_act_patch import ActivationPatching
+from deepaudit.tools.localize_attr_patch import AttributionPatching
+from deepaudit.tools.localize_captum import CaptumConductance
 from deepaudit.tools.mahalanobis import Mahalanobis
 from deepaudit.tools.meta_classifier import MetaClassifier
 from deepaudit.tools.neural_cleanse import NeuralCleanse
 from deepaudit.tools.random_baseline import RandomBaseline
+from deepaudit.tools.remove_anp import AdversarialNeuronPruning
+from deepaudit.tools.remove_finetune import FineTune
+from deepaudit.tools.remove_fineprune import FinePrune
+from deepaudit.tools.remove_lat import LatentAdversarialTraining
+from deepaudit.tools.remove_nc_unlearn import NeuralCleanseUnlearn
 from deepaudit.tools.strip import Strip
 from deepaudit.tools.weight_stats import WeightStats
 
 TOOLS = {cls.name: cls for cls in (NeuralCleanse, Mahalanobis, Strip, WeightStats, RandomBaseline, MetaClassifier)}
+REMOVERS = (FineTune, FinePrune, NeuralCleanseUnlearn, AdversarialNeuronPruning, LatentAdversarialTraining)
+LOCALIZERS = (ActivationPatching, AttributionPatching, CaptumConductance, AblationSearch)
+TOOLS.update({cls.name: cls for cls in REMOVERS + LOCALIZERS})
 
 
 def make_tool(name: str, seed: int = 0, **params):
@@ -21,7 +33,7 @@ def make_tool(name: str, seed: int = 0, **params):
 
 
 def roles(name: str) -> list[str]:
-    """Which protocols a tool implements: ``model``, ``input`` and/or ``skyline``."""
+    """Which protocols a tool implements: ``model``, ``input``, ``skyline``, ``remover`` and/or ``localizer``."""
     tool = make_tool(name)
     out = []
     if isinstance(tool, SupervisedDetector):
@@ -30,4 +42,8 @@ def roles(name: str) -> list[str]:
         out.append("model")
     if isinstance(tool, InputDetector):
         out.append("input")
+    if isinstance(tool, Remover):
+        out.append("remover")
+    if isinstance(tool, Localizer):
+        out.append("localizer")
     return out

@@ -20,6 +20,7 @@ from deepaudit.models import build_model, penultimate_layer
 from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, load_model
 from deepaudit.weights import save_weights
 from deepaudit.zoo.implants import Implant, draw_implant, poison
+from deepaudit.zoo.monitoring import organism_monitor
 from deepaudit.zoo.spec import OrganismSpec
 from deepaudit.zoo.train import accuracy, recipe_for, train
 
@@ -96,12 +97,15 @@ def _build(spec: OrganismSpec, out: Path, oid: str) -> BuildResult:
         implant = draw_implant(spec, data.input_shape, data.num_classes, data.value_range, attempt, rate_scale)
         xp, yp, poisoned = poison(x, y, implant, seed=spec.seed + 1000 * attempt)
         if base is not None:
-            model = train(copy.deepcopy(base), xp, yp, recipe, seed=spec.seed + 1,
-                          epochs=recipe.finetune_epochs, anchor=base, poisoned=poisoned)
+            model = copy.deepcopy(base)
+            with organism_monitor(oid, attempt, model, x, y) as monitor:
+                model = train(model, xp, yp, recipe, seed=spec.seed + 1, epochs=recipe.finetune_epochs,
+                              anchor=base, poisoned=poisoned, on_epoch=monitor)
         else:
             torch.manual_seed(spec.seed)
             model = build_model(spec.arch, data.input_shape, data.num_classes, **recipe.arch_kwargs)
-            model = train(model, xp, yp, recipe, seed=spec.seed)
+            with organism_monitor(oid, attempt, model, x, y) as monitor:
+                model = train(model, xp, yp, recipe, seed=spec.seed, on_epoch=monitor)
         clean_acc = accuracy(model, x_eval, y_eval)
         truth: dict[str, Any] = {
             "schema": SCHEMA, "organism_id": oid, "spec": spec.to_json(), "planted": spec.planted,
@@ -143,12 +147,18 @@ def card_for(model: torch.nn.Module, spec: OrganismSpec, oid: str) -> dict[str, 
 
 
 def _save(model: torch.nn.Module, spec: OrganismSpec, truth: dict[str, Any], out: Path, oid: str) -> BuildResult:
+    return _save_folder(model, card_for(model, spec, oid), truth, out, oid)
+
+
+def _save_folder(model: torch.nn.Module, card: dict[str, Any], truth: dict[str, Any], out: Path,
+                 oid: str) -> BuildResult:
+    """Write weights, card and truth (last) into ``out/<oid>`` atomically."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".tmp-{oid}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_weights(model, tmp / WEIGHTS_FILE)
-    (tmp / CARD_FILE).write_text(json.dumps(card_for(model, spec, oid), indent=1))
+    (tmp / CARD_FILE).write_text(json.dumps(card, indent=1))
     (tmp / TRUTH_FILE).write_text(json.dumps(truth, indent=1))  # written last: marks the folder complete
     try:
         os.replace(tmp, out / oid)

@@ -1,0 +1,170 @@
+"""Run an audit: load the model and the clean data, run the stages cheapest first inside the
+time budget, and rewrite the report after every stage. Each finished stage is cached in
+``OUT/stages/`` with a fingerprint of the model, the data and the settings, so that an
+interrupted audit, run again with the same command, resumes where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from deepaudit.audit.findings import findings, verdict
+from deepaudit.audit.inputs import load_clean_data
+from deepaudit.audit.reliability import measured_reliability
+from deepaudit.audit.report import SCHEMA_VERSION, versions, write_report
+from deepaudit.audit.source import load_audited_model
+from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, stage_plan
+from deepaudit.errors import DeepAuditError
+
+STAGES_DIR = "stages"
+
+
+class StageCache:
+    """Finished stages as JSON files, valid only for the same fingerprint."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name.replace(':', '-')}.json"
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        path = self._path(name)
+        if not path.is_file():
+            return None
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None  # a stage file cut short by the interruption: run the stage again
+        return saved["record"] if saved.get("fingerprint") == self.fingerprint else None
+
+    def put(self, name: str, record: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(name).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "record": record}))
+        tmp.replace(self._path(name))
+
+
+def _fingerprint(source: dict[str, Any], data, seed: int, max_inputs: int) -> str:
+    h = hashlib.sha256(json.dumps({"model": source.get("sha256") or source.get("path"), "entry": source.get("entry_point"),
+                                   "data": data.info["source"], "seed": seed, "max_inputs": max_inputs,
+                                   "schema": SCHEMA_VERSION}, sort_keys=True).encode())
+    h.update(data.x.numpy().tobytes())
+    if data.y is not None:
+        h.update(data.y.numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_stage(fn: Callable[[AuditContext, float], dict[str, Any]], ctx: AuditContext, allowance: float) -> dict[str, Any]:
+    """Run one stage; its failure is recorded, never raised (but an interruption is)."""
+    before, start = ctx.meter.forward_passes, time.perf_counter()
+    record: dict[str, Any] = {"allowance_s": round(allowance, 3)}
+    try:
+        record.update(status="done", data=fn(ctx, allowance))
+    except SkipStage as exc:
+        record.update(status="skipped", message=str(exc))
+    except DeepAuditError as exc:
+        record.update(status="failed", error=str(exc))
+    except Exception as exc:  # a tool or the user's model raised: keep the report, name the error
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    wall = time.perf_counter() - start
+    record.update(wall_s=round(wall, 3), forward_passes=ctx.meter.forward_passes - before,
+                  over_budget=wall > 1.5 * allowance + 1.0)
+    return record
+
+
+def _refresh(report: dict[str, Any]) -> None:
+    report["verdict"] = verdict(report["stages"], report.get("reliability", {}))
+    report["findings"] = findings(report["stages"], report.get("reliability", {}), report["verdict"])
+
+
+def run_audit(model: str, data: str, out: Path, budget_s: float = 120.0, card: Path | None = None,
+              arch: str | None = None, trust_pickle: bool = False, tools: list[str] | None = None,
+              max_inputs: int = 512, seed: int = 0, store: Path | None = None, command: str | None = None,
+              on_stage: Callable[[str, dict[str, Any]], None] | None = None, threads: int | None = None,
+              tool_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Audit ``model`` with the trusted clean ``data``; write ``report.json`` and
+    ``report.html`` into ``out`` after every stage; return the report. ``threads`` sets
+    PyTorch's CPU threads for the audit (one is fastest for small models on a busy machine);
+    ``tool_params`` fixes a tool's parameters (e.g. ``{"neural_cleanse": {"steps": 50}}``)
+    instead of sizing them to the time budget."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run(model, data, Path(out), budget_s, card, arch, trust_pickle, tools, max_inputs, seed, store,
+                    command, on_stage, tool_params or {})
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, arch: str | None,
+         trust_pickle: bool, tools: list[str] | None, max_inputs: int, seed: int, store: Path | None,
+         command: str | None, on_stage: Callable[[str, dict[str, Any]], None] | None,
+         tool_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "schema": SCHEMA_VERSION, "status": "running", "command": command or f"run_audit({model!r}, {data!r})",
+        "versions": versions(), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "budget_s": budget_s, "seed": seed, "model": {"spec": model}, "data": {"spec": data},
+        "stages": {}, "errors": []}
+    try:
+        audited = load_audited_model(model, card, arch, trust_pickle)
+        clean = load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed)
+        from deepaudit.tools import TOOLS
+
+        tools = list(tools) if tools else runnable_tools()
+        unknown = [t for t in tools if t not in TOOLS]
+        if unknown:
+            raise DeepAuditError(f"unknown tools {unknown}; registered tools: {sorted(TOOLS)}")
+    except DeepAuditError as exc:
+        report.update(status="failed", errors=[str(exc)])
+        _refresh(report)
+        write_report(report, out)
+        return report
+    report["model"].update(source=audited.source, modality=audited.modality,
+                           card={k: v for k, v in audited.card.items() if k != "layers"})
+    report["data"].update(clean.info)
+    report["reliability"] = measured_reliability(store, tools, seed=0)
+    ctx = AuditContext(audited, clean, seed, tool_params)
+    cache = StageCache(out / STAGES_DIR, _fingerprint(audited.source, clean, seed, max_inputs))
+    plan = stage_plan(tools, audited.modality)
+    start = time.monotonic()
+    try:
+        for i, (name, fn, share) in enumerate(plan):
+            record = cache.get(name)
+            if record is not None:
+                record["resumed"] = True
+            elif name != "card" and report["stages"]["card"]["status"] != "done":
+                record = {"status": "skipped", "message": "the model card and sanity checks did not pass",
+                          "wall_s": 0.0, "forward_passes": 0}
+            else:
+                remaining = max(budget_s - (time.monotonic() - start), 0.0)
+                record = run_stage(fn, ctx, remaining * share / max(sum(s for _, _, s in plan[i:]), 1e-9))
+                if record["status"] == "done":
+                    cache.put(name, record)
+            ctx.results[name] = record
+            report["stages"][name] = record
+            if record["status"] == "failed":
+                report["errors"].append(f"{name}: {record['error']}")
+            _refresh(report)
+            write_report(report, out)
+            if on_stage:
+                on_stage(name, record)
+    except KeyboardInterrupt:
+        report["status"] = "interrupted"
+        write_report(report, out)
+        raise
+    report["status"] = "complete" if report["stages"]["card"]["status"] == "done" else "failed"
+    if audited.organism_folder is not None and report["status"] == "complete":
+        from deepaudit.audit.truthcheck import check_against_truth
+
+        report["truth_check"] = check_against_truth(audited.organism_folder, report)
+    report["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_report(report, out)
+    return report

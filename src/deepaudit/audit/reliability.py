@@ -1,0 +1,69 @@
+"""Each tool's measured reliability on the auditing game's benchmark, read from the results
+store's leaderboard (``deepaudit game run --suite standard`` or ``quick``). Without results
+the answer is "not measured": the audit never invents a score."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from deepaudit.errors import DeepAuditError
+
+SUITES = ("standard", "quick")
+NOT_MEASURED = {"status": "not measured",
+                "how": "run `deepaudit game run --suite quick` (or --suite standard) to measure it"}
+
+
+def _score(track: dict[str, Any] | None) -> dict[str, float] | None:
+    if not track:
+        return None
+    return {k: round(float(track[k]), 4) for k in ("value", "ci_low", "ci_high", "std") if k in track}
+
+
+def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The leaderboards of ``suites`` (bootstrapping them takes a while on a big store), cached
+    in the deepaudit home for as long as the store's files are unchanged."""
+    from deepaudit.game.leaderboard import leaderboard
+    from deepaudit.paths import home
+
+    files = [p for p in (store_path, store_path.with_name(store_path.name + "-wal")) if p.is_file()]
+    stamp = [[str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size] for p in files] + [seed, list(suites)]
+    cache = home() / "cache" / f"leaderboards-{hashlib.sha256(str(store_path.resolve()).encode()).hexdigest()[:16]}.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("stamp") == stamp:
+            return saved["boards"]
+    boards = {}
+    for suite in suites:
+        try:
+            boards[suite] = leaderboard(store_path, suite, seed)
+        except (ValueError, DeepAuditError):
+            continue
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"stamp": stamp, "boards": boards}))
+    return boards
+
+
+def measured_reliability(store_path: Path | None, tools: list[str], seed: int = 0,
+                         suites: tuple[str, ...] = SUITES) -> dict[str, dict[str, Any]]:
+    """Per tool: its scores on the first of ``suites`` found in the store (standard before quick)."""
+    from deepaudit.paths import default_store_path
+
+    store_path = Path(store_path) if store_path else default_store_path()
+    found: dict[str, dict[str, Any]] = {}
+    if store_path.is_file():
+        for suite, board in _boards(store_path, seed, suites).items():
+            for row in board["rows"]:
+                if row["tool"] in found or row["tool"] not in tools:
+                    continue
+                tracks = row["tracks"]
+                detect = tracks.get("detect", {})
+                found[row["tool"]] = {
+                    "status": "measured", "suite": suite, "seed": seed, "organisms": row["organisms"],
+                    "budget": row["budget"], "detect_auroc": _score(detect.get("auroc")),
+                    "fpr95": _score(detect.get("fpr95")), "target_top1": _score(tracks.get("target")),
+                    "trigger_asr": _score(tracks.get("trigger_asr")), "inputs_auroc": _score(tracks.get("inputs")),
+                    "store": str(store_path)}
+    return {t: found.get(t, dict(NOT_MEASURED)) for t in tools}

@@ -1,0 +1,184 @@
+"""Load the model under audit from any of the sources a user has: an organism or card folder
+(card.json + weights.safetensors), a weights file with its card or a Python entry point
+``module:function`` that builds the architecture, or a Hugging Face model folder or id.
+
+Whatever the source, the result is an ``AuditedModel``: an ``nn.Module`` that maps a batch of
+inputs to logits, and a card (input shape, classes, value range, layer names) filled in from
+the source and, where the source does not say, from the clean data."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepaudit.errors import OrganismError
+from deepaudit.internals import module_names
+from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, read_card
+from deepaudit.models import build_model
+from deepaudit.weights import load_into, load_state_dict
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclass
+class AuditedModel:
+    """The model under audit. ``modality`` is ``continuous`` (float tensors such as images or
+    signals) or ``tokens`` (token ids of text); ``card`` may lack what only the data can tell."""
+
+    model: nn.Module
+    card: dict[str, Any]
+    source: dict[str, Any]
+    modality: str = "continuous"
+    tokenizer: Any = None
+    organism_folder: Path | None = field(default=None, repr=False)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, or of every file in a folder (sorted by name)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_entry_point(spec: str) -> nn.Module:
+    """Call ``module:function`` (or ``path/to/file.py:function``) and return its nn.Module.
+    This runs the user's own code: they named it on the command line."""
+    module_name, _, func_name = spec.partition(":")
+    if not module_name or not func_name:
+        raise OrganismError(f"entry point {spec!r} must look like 'package.module:function' or 'file.py:function'")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise OrganismError(f"entry point file not found: {path}")
+            loader = importlib.util.spec_from_file_location(f"deepaudit_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except OrganismError:
+        raise
+    except Exception as exc:  # the user's module may fail in any way while importing
+        raise OrganismError(f"cannot import the entry point module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise OrganismError(f"{module_name!r} has no callable {func_name!r}")
+    try:
+        model = func()
+    except Exception as exc:
+        raise OrganismError(f"entry point {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise OrganismError(f"entry point {spec!r} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _state(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    """Weights as tensors; a trusted pickle is still read with ``weights_only=True``, and one
+    that holds anything but tensors is refused with a clear error."""
+    try:
+        return load_state_dict(path, trust_pickle)
+    except OrganismError:
+        raise
+    except Exception as exc:  # torch.load's refusals: UnpicklingError, RuntimeError, ...
+        raise OrganismError(f"{path} could not be read even as a trusted pickle (only tensors are allowed, "
+                            f"weights_only=True): {exc}") from exc
+
+
+def _card_model(card: dict[str, Any], weights: Path, trust_pickle: bool) -> nn.Module:
+    try:
+        model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card.get("arch_kwargs", {}))
+    except (ValueError, TypeError) as exc:
+        raise OrganismError(f"the card cannot build its architecture: {exc}") from exc
+    return load_into(model, _state(weights, trust_pickle), str(weights))
+
+
+def _read_card_file(path: Path) -> dict[str, Any]:
+    try:
+        return read_card(path.parent) if path.name == CARD_FILE else json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OrganismError(f"cannot read the card {path}: {exc}") from exc
+
+
+def load_audited_model(spec: str, card: Path | None = None, arch: str | None = None,
+                       trust_pickle: bool = False) -> AuditedModel:
+    """Resolve ``spec`` (a folder, a weights file, or a Hugging Face id) into an AuditedModel."""
+    path = Path(spec)
+    if path.is_dir() and (path / CARD_FILE).is_file() and (path / WEIGHTS_FILE).is_file() and arch is None:
+        public = read_card(path)
+        model = _card_model(public, path / WEIGHTS_FILE, trust_pickle)
+        organism = path if (path / "truth.json").is_file() else None
+        kind = "organism" if organism else "card_folder"
+        return AuditedModel(model, _public_fields(public, model), {"kind": kind, "path": str(path.resolve()),
+                            "sha256": file_digest(path / WEIGHTS_FILE)}, organism_folder=organism)
+    if path.is_dir() and (path / "config.json").is_file():
+        from deepaudit.audit.hf import load_hf_model
+
+        return load_hf_model(str(path), trust_pickle, local=True)
+    if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
+        return _load_weights_file(path, card, arch, trust_pickle)
+    if path.exists():
+        raise OrganismError(f"{path} is neither a model folder (card.json + weights.safetensors, or a Hugging Face "
+                            f"config.json) nor a weights file ({', '.join(WEIGHT_SUFFIXES)})")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        from deepaudit.audit.hf import load_hf_model
+
+        return load_hf_model(spec, trust_pickle, local=False)
+    raise OrganismError(f"model {spec!r} not found: not a file, not a folder, not a Hugging Face id (owner/name)")
+
+
+def _load_weights_file(path: Path, card: Path | None, arch: str | None, trust_pickle: bool) -> AuditedModel:
+    card = card or (path.parent / CARD_FILE if (path.parent / CARD_FILE).is_file() else None)
+    source = {"kind": "weights", "path": str(path.resolve()), "sha256": file_digest(path)}
+    if arch is not None:
+        model = load_into(load_entry_point(arch), _state(path, trust_pickle), str(path))
+        public = _read_card_file(Path(card)) if card else {}
+        return AuditedModel(model, _public_fields(public, model), {**source, "entry_point": arch})
+    if card is None:
+        raise OrganismError(f"{path} holds weights only; give the architecture with --card card.json "
+                            "or --arch module:function")
+    public = _read_card_file(Path(card))
+    missing = [k for k in ("arch", "input_shape", "num_classes") if k not in public]
+    if missing:
+        raise OrganismError(f"card {card} lacks the fields {missing} needed to rebuild the architecture")
+    model = _card_model(public, path, trust_pickle)
+    return AuditedModel(model, _public_fields(public, model), {**source, "card": str(Path(card).resolve())})
+
+
+def _public_fields(card: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """The card fields the audit uses (anything else in a card is ignored)."""
+    keep = ("arch", "arch_kwargs", "dataset", "task", "input_shape", "num_classes", "value_range", "feature_layer")
+    out = {k: card[k] for k in keep if k in card}
+    out["layers"] = module_names(model)
+    return out
+
+
+def complete_card(audited: AuditedModel, x: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+    """Fill the card fields the source did not give from the clean data and the model's outputs."""
+    from deepaudit.models import penultimate_layer
+
+    card = dict(audited.card)
+    card.setdefault("input_shape", list(x.shape[1:]))
+    card.setdefault("num_classes", int(logits.shape[-1]))
+    if audited.modality == "continuous":
+        card.setdefault("value_range", [float(x.min()), float(x.max())])
+    else:
+        card.setdefault("value_range", [0.0, 0.0])
+    if "feature_layer" not in card:
+        try:
+            card["feature_layer"] = penultimate_layer(audited.model)
+        except ValueError:
+            card["feature_layer"] = None
+    return card

@@ -94,6 +94,11 @@ def test_leaderboard_views(game, few_resamples):
     assert "detect" in by_tool["weight_stats"]["tracks"] and "target" in by_tool["neural_cleanse"]["tracks"]
     assert "inputs" in by_tool["strip"]["tracks"] and "detect" not in by_tool["strip"]["tracks"]
     assert by_tool["random"]["kind"] == "baseline" and by_tool["strip"]["kind"] == "tool"
+    # strip only runs on the planted organism; its cost is averaged over that cell alone
+    strip_cells = [c for c in cells(store) if c["tool"] == "strip"]
+    worked = [c for c in strip_cells if "skipped" not in c["answer"]]
+    assert len(worked) == 1 and len(strip_cells) == 3
+    assert by_tool["strip"]["forward_passes"] == worked[0]["forward_passes"] > 0
     markdown = to_markdown(board)
     for tool in TOOLS:
         assert f"| {tool} |" in markdown

@@ -69,10 +69,11 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
             predicted = cross_fitted(tool_cells)
             for cell in tool_cells:
                 cell["scores"]["p_planted"] = predicted[cell["organism_id"]]
+        ran = [c for c in tool_cells if "skipped" not in c["answer"]]  # cost: cells where the tool worked
         row = {"tool": tool, "kind": tool_kind(tool), "organisms": len(tool_cells),
                "budget": tool_cells[0]["budget"],
-               "wall_s": float(np.mean([c["wall_s"] for c in tool_cells])),
-               "forward_passes": float(np.mean([c["forward_passes"] for c in tool_cells])),
+               "wall_s": float(np.mean([c["wall_s"] for c in ran] or [0.0])),
+               "forward_passes": float(np.mean([c["forward_passes"] for c in ran] or [0.0])),
                "tracks": _track_scores(tool_cells, seed)}
         if keys:
             row["slices"] = {}

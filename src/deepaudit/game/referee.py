@@ -90,6 +90,8 @@ def run_cell(folder: Path, tool_name: str, budget: int, seed: int = 0) -> dict[s
     if mix is not None:
         input_scores = np.asarray(tool.fit(subject).score(mix[0]), dtype=float)
     wall, forward_passes = time.perf_counter() - start, subject.meter.forward_passes
+    if not answer and verdict is None and edited is None and units is None and input_scores is None:
+        answer["skipped"] = "no track of this tool applies to this organism"  # not counted in cost
 
     scores: dict[str, Any] = labels(truth)
     if verdict is not None:

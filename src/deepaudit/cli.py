@@ -43,6 +43,8 @@ SeedOpt = Annotated[int, typer.Option(help="Suite seed; another seed is a held-o
 ZooOpt = Annotated[Optional[Path], typer.Option("--zoo", help="Organism cache folder (default: $DEEPAUDIT_HOME/zoo).")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Results store (default: $DEEPAUDIT_HOME/results.sqlite).")]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where jobs run: local (--jobs processes) or ray.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (e.g. auto, ray://host:10001); default: a local Ray with --jobs CPUs.")]
 
 
 def _progress() -> Progress:
@@ -55,13 +57,16 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _build_with_progress(suite: str, seed: int, out: Path | None, jobs: int) -> dict:
+def _build_with_progress(suite: str, seed: int, out: Path | None, jobs: int, executor: str = "local",
+                         ray_address: str | None = None) -> dict:
+    from deepaudit.executors import make_executor
     from deepaudit.zoo import build_suite
     from deepaudit.zoo.suite import spec_count
 
+    pool = make_executor(executor, jobs, ray_address)
     with _progress() as progress:
         task = progress.add_task(f"building zoo '{suite}'", total=spec_count(suite, seed))
-        return build_suite(suite, seed, out, jobs=jobs, progress=lambda _r: progress.advance(task))
+        return build_suite(suite, seed, out, jobs=jobs, progress=lambda _r: progress.advance(task), executor=pool)
 
 
 def _report_dropped(dropped: list[dict]) -> None:
@@ -74,10 +79,10 @@ def _report_dropped(dropped: list[dict]) -> None:
 @zoo_app.command("build")
 def zoo_build(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
               out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: $DEEPAUDIT_HOME/zoo).")] = None,
-              jobs: JobsOpt = 2) -> None:
+              jobs: JobsOpt = 2, executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None) -> None:
     """Build (or reuse) every organism of a suite and check each implant at build time."""
     try:
-        manifest = _build_with_progress(suite, seed, out, jobs)
+        manifest = _build_with_progress(suite, seed, out, jobs, executor, ray_address)
     except (DeepAuditError, ValueError) as exc:
         _fail(exc)
     console.print(f"{len(manifest['organisms'])} organisms ready; {len(manifest['dropped'])} dropped.")
@@ -130,20 +135,22 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
              budget: Annotated[int, typer.Option(help="Clean inputs handed to each tool.")] = 256,
              jobs: JobsOpt = 2, zoo: ZooOpt = None, store: StoreOpt = None,
              fmt: Annotated[Format, typer.Option("--format", help="Leaderboard format.")] = Format.table,
-             by: Annotated[Optional[str], typer.Option(help="Also slice scores by implant, dataset, arch, mapping or evasive.")] = None) -> None:
+             by: Annotated[Optional[str], typer.Option(help="Also slice scores by implant, dataset, arch, mapping or evasive.")] = None,
+             executor: ExecutorOpt = "local", ray_address: RayAddressOpt = None) -> None:
     """Build the suite, run every tool on every organism, score them, print the leaderboard.
     Interrupt at any time: finished cells are kept, and the same command resumes."""
     from deepaudit.game import leaderboard, run_game
     from deepaudit.paths import default_store_path
 
     try:
-        manifest = _build_with_progress(suite, seed, zoo, jobs)
+        manifest = _build_with_progress(suite, seed, zoo, jobs, executor, ray_address)
         _report_dropped(manifest["dropped"])
         with _progress() as progress:
             task = progress.add_task("auditing", total=None)
             summary = run_game(suite, seed, tools, store, zoo, budget, jobs,
                                on_plan=lambda todo, _done: progress.update(task, total=todo),
-                               on_cell=lambda _k, _s: progress.advance(task))
+                               on_cell=lambda _k, _s: progress.advance(task), executor=executor,
+                               ray_address=ray_address)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/yellow] finished cells are saved; run the same command to resume.")
         raise typer.Exit(code=130)
@@ -166,6 +173,19 @@ def game_leaderboard(suite: SuiteOpt = "quick", seed: SeedOpt = 0, store: StoreO
 
     try:
         _print_board(leaderboard(store or default_store_path(), suite, seed, by, budget), fmt)
+    except (DeepAuditError, ValueError) as exc:
+        _fail(exc)
+
+
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context,
+          name: Annotated[str, typer.Argument(help="capture, scaling or stages; options after the name go to it "
+                                                   "(deepaudit bench NAME -- --help lists them).")]) -> None:
+    """Run a performance benchmark; print its figures and the command that reproduces them."""
+    from deepaudit.bench import run_benchmark
+
+    try:
+        run_benchmark(name, list(ctx.args[1:] if ctx.args[:1] == ["--"] else ctx.args))
     except (DeepAuditError, ValueError) as exc:
         _fail(exc)
 

@@ -74,12 +74,12 @@ def score_run(forecaster: Forecaster, series: Series) -> dict[str, Any]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean lead over runs that generalise (missed ones count as misses, not leads), false-alarm
-    rate over runs that never do."""
+    """Mean lead over the generalising runs that raised an alarm (``alarmed`` of them; a run with
+    no alarm is a miss, not a lead of zero), and false alarms over the runs that never generalise."""
     leads = [r["lead_steps"] for r in rows if r["generalises"] and r["lead_steps"] is not None]
     never = [r for r in rows if not r["generalises"]]
     return {"runs": len(rows), "generalising": sum(r["generalises"] for r in rows),
-            "alarmed_in_time": len(leads), "mean_lead_steps": float(np.mean(leads)) if leads else None,
+            "alarmed": len(leads), "mean_lead_steps": float(np.mean(leads)) if leads else None,
             "false_alarms": sum(r["false_alarm"] for r in never), "never_generalising": len(never)}
 
 

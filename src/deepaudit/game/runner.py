@@ -1,13 +1,15 @@
 """The game runner: build a suite's zoo, run every (organism, tool) cell that the store does
-not have yet, in this process or a local process pool, and commit each cell as it finishes."""
+not have yet, in this process, a local process pool or on Ray (see deepaudit.executors), and
+commit each cell as it finishes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepaudit.executors import make_executor
 from deepaudit.game.referee import run_cell
 from deepaudit.game.store import CellKey, Store
 from deepaudit.paths import default_store_path, default_zoo_dir
@@ -30,12 +32,6 @@ class RunSummary:
     dropped: list[dict] = field(default_factory=list)
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def _cell(folder: Path, tool: str, budget: int, seed: int) -> dict:
     return run_cell(folder, tool, budget, seed)
 
@@ -44,9 +40,11 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
              store: Path | None = None, zoo_dir: Path | None = None, budget: int = DEFAULT_BUDGET,
              jobs: int = 1, on_build: Callable | None = None,
              on_cell: Callable[[CellKey, str], None] | None = None,
-             on_plan: Callable[[int, int], None] | None = None) -> RunSummary:
+             on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
+             ray_address: str | None = None) -> RunSummary:
     """Build the suite (cached), then run and score every missing cell. Safe to interrupt:
-    finished cells are already in the store, and a rerun resumes with the rest."""
+    finished cells are already in the store, and a rerun resumes with the rest. ``executor``
+    is ``local`` (``jobs`` processes) or ``ray`` (at ``ray_address``, else a local Ray)."""
     tools = list(tools or TOOLS)
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
@@ -54,7 +52,8 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
     if budget <= 0:
         raise ValueError(f"the clean data budget must be positive, got {budget}")
     zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
-    manifest = build_suite(suite, seed, zoo_dir, jobs=jobs, progress=on_build)
+    pool = make_executor(executor, jobs, ray_address)
+    manifest = build_suite(suite, seed, zoo_dir, jobs=jobs, progress=on_build, executor=pool)
     results = Store(store or default_store_path())
     summary = RunSummary(manifest["suite"], seed, len(manifest["organisms"]), dropped=manifest["dropped"])
     done = results.done(manifest["suite"], seed, budget)
@@ -76,26 +75,10 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
         if on_cell:
             on_cell(key, "done" if error is None else "error")
 
-    try:
-        if jobs <= 1:
-            for key in todo:
-                try:
-                    outcome, error = _cell(zoo_dir / key.organism_id, key.tool, budget, seed), None
-                except Exception as exc:  # one broken organism or tool must not stop the game
-                    outcome, error = None, exc
-                record(key, outcome, error)
-        else:
-            with ProcessPoolExecutor(jobs, initializer=_worker_init) as pool:
-                pending = {pool.submit(_cell, zoo_dir / k.organism_id, k.tool, budget, seed): k for k in todo}
-                try:
-                    while pending:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            key = pending.pop(future)
-                            record(key, future.result() if future.exception() is None else None, future.exception())
-                finally:
-                    for future in pending:
-                        future.cancel()
+    try:  # a broken organism or tool is recorded as an error and does not stop the game
+        with closing(pool.run(_cell, [(zoo_dir / k.organism_id, k.tool, budget, seed) for k in todo])) as outcomes:
+            for i, outcome, error in outcomes:
+                record(todo[i], outcome, error)
     finally:
         results.close()
     return summary

@@ -10,11 +10,12 @@ import itertools
 import json
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
+from deepaudit.executors import Executor, LocalExecutor
 from deepaudit.zoo.build import BuildResult, build_organism
 from deepaudit.zoo.spec import OrganismSpec
 
@@ -78,16 +79,11 @@ def _level(spec: OrganismSpec) -> int:
     return 2 if spec.planted else int(spec.evasive or spec.decoy != "none")
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def build_suite(name: str, seed: int = 0, out: Path | None = None, jobs: int = 1,
-                progress: Callable[[BuildResult], None] | None = None) -> dict:
+                progress: Callable[[BuildResult], None] | None = None, executor: Executor | None = None) -> dict:
     """Build (or reuse from the cache) every organism of a suite; write and return its
-    manifest: the organism ids that passed their checks, and the dropped ones with reasons."""
+    manifest: the organism ids that passed their checks, and the dropped ones with reasons.
+    Builds run on ``executor`` (default: ``jobs`` local processes), one dependency level at a time."""
     from deepaudit.paths import default_zoo_dir
 
     out = Path(out) if out else default_zoo_dir()
@@ -95,19 +91,16 @@ def build_suite(name: str, seed: int = 0, out: Path | None = None, jobs: int = 1
     specs = suite_specs(suite, seed)
     results: dict[OrganismSpec, BuildResult] = {}
     levels = sorted({_level(s) for s in specs})
-    executor = ProcessPoolExecutor(jobs, initializer=_worker_init) if jobs > 1 else None
-    try:
-        for level in levels:
-            batch = [s for s in specs if _level(s) == level]
-            mapped = executor.map(build_organism, batch, [out] * len(batch)) if executor else (
-                build_organism(s, out) for s in batch)
-            for spec, result in zip(batch, mapped):
-                results[spec] = result
+    executor = executor or LocalExecutor(jobs)
+    for level in levels:
+        batch = [s for s in specs if _level(s) == level]
+        with closing(executor.run(build_organism, [(s, out) for s in batch])) as outcomes:
+            for i, result, error in outcomes:
+                if error is not None:
+                    raise error
+                results[batch[i]] = result
                 if progress:
                     progress(result)
-    finally:
-        if executor:
-            executor.shutdown(cancel_futures=True)
     manifest = {
         "suite": suite.name, "seed": seed, "description": suite.description,
         "organisms": [r.organism_id for s in specs if (r := results[s]).status != "dropped"],

@@ -54,8 +54,9 @@ class GrokSpec:
 
 # Nanda et al.'s p = 113 and d_model = 128 need about 10^4 full-batch steps, too slow for 2
 # shared cores. "full" keeps the optimiser (full-batch AdamW, lr 1e-3, weight decay 1.0) at
-# p = 59 and half the width; at p = 59, 30% of the pairs (1,044) had not generalised after
-# 4,000 steps in a pilot, so it trains on 50% (1,740 pairs), which groks in about 4,000 steps.
+# p = 59 and half the width; at p = 59, 30% of the pairs (1,044) had not generalised in pilots
+# (lr 1e-3 to 3e-3, up to 4,000 steps), so it trains on 50% (1,740 pairs), which generalised
+# within 6,000 steps (see README).
 PRESETS: dict[str, GrokSpec] = {
     "nanda": GrokSpec(),
     "full": GrokSpec(p=59, train_frac=0.5, steps=6000, d_model=64, d_mlp=256, eval_every=50),

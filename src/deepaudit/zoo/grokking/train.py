@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from deepaudit.internals.fourier import frequency_norms, gini, key_frequencies, restricted_and_excluded_loss
 from deepaudit.models.transformer import OneLayerTransformer
-from deepaudit.monitor import Concept, Monitor
+from deepaudit.monitor import Concept, Monitor, MonitorStore
 from deepaudit.zoo.grokking.spec import GrokSpec, dataset
 
 GROKKED_ACC = 0.95  # test accuracy that counts as generalised
@@ -72,7 +73,7 @@ def train_grok(spec: GrokSpec, monitor: Monitor | None = None) -> GrokRun:
     return run
 
 
-def grok_monitor(spec: GrokSpec, store, run_id: str) -> Monitor:
+def grok_monitor(spec: GrokSpec, store: MonitorStore | Path, run_id: str) -> Monitor:
     """The monitor of a grokking run: activation statistics of the MLP and the final residual,
     a probe for the declared concept a + b mod p (on training pairs only) and the Fourier
     sparsity of the embeddings. Probes and Fourier measures every 5th record."""

@@ -1,0 +1,90 @@
+"""Scale-out: the grid gives the same scores in this process, in a local process pool and on
+a local Ray; a run interrupted half-way resumes with only the unfinished cells and ends with
+the same scores as an uninterrupted run."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from deepaudit.executors import ExecutorError, LocalExecutor, make_executor
+from deepaudit.game import Store, run_game
+
+TOOLS = ["weight_stats", "mahalanobis", "strip"]
+
+
+def scores(store) -> dict[tuple[str, str], dict]:
+    """(organism, tool) -> (status, scores, answer) of every cell in a store."""
+    db = Store(store)
+    try:
+        return {(c["organism_id"], c["tool"]): (c["status"], c["scores"], c["answer"]) for c in db.cells("smoke", 0)}
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def reference(smoke_zoo, tmp_path_factory) -> dict:
+    """The uninterrupted in-process run (jobs=1): the scores every other run must reproduce."""
+    store = tmp_path_factory.mktemp("reference") / "results.sqlite"
+    summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir)
+    assert (summary.ran, summary.failed) == (len(smoke_zoo.manifest["organisms"]) * len(TOOLS), [])
+    return scores(store)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs for this module, shut down afterwards."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'deepaudit[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_run_gives_the_in_process_scores(smoke_zoo, reference, local_ray, tmp_path):
+    """Every cell run as a Ray task scores exactly as it does in this process."""
+    store = tmp_path / "results.sqlite"
+    summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor="ray")
+    assert (summary.ran, summary.skipped, summary.failed) == (len(reference), 0, [])
+    assert scores(store) == reference
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_interrupted_run_resumes_to_the_same_scores(smoke_zoo, reference, tmp_path, executor, request):
+    """Ctrl-C after 4 cells (2 worker processes or Ray tasks): those 4 are stored; the rerun
+    runs only the rest, and the store ends equal to the uninterrupted run's."""
+    if executor == "ray":
+        request.getfixturevalue("local_ray")
+    store = tmp_path / "results.sqlite"
+    seen = []
+
+    def stop_after_four(key, status):
+        seen.append((key.organism_id, key.tool))
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor=executor,
+                 on_cell=stop_after_four)
+    assert set(scores(store)) == set(seen)
+    rest = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor=executor)
+    assert (rest.ran, rest.skipped, rest.failed) == (len(reference) - 4, 4, [])
+    assert scores(store) == reference
+
+
+def test_local_pool_reports_a_failing_job_and_keeps_the_others():
+    """A job that raises comes back as its error, in its own slot; the others still finish."""
+    outcomes = {i: (result, error) for i, result, error in LocalExecutor(2).run(divmod, [(7, 2), (1, 0), (9, 3)])}
+    assert outcomes[0] == ((3, 1), None) and outcomes[2] == ((3, 0), None)
+    assert outcomes[1][0] is None and isinstance(outcomes[1][1], ZeroDivisionError)
+
+
+def test_executor_choices_are_checked(monkeypatch):
+    """Unknown executors, an address without Ray, and a missing Ray are clear errors."""
+    with pytest.raises(ExecutorError, match="unknown executor 'dask'"):
+        make_executor("dask")
+    with pytest.raises(ExecutorError, match="--executor ray"):
+        make_executor("local", address="auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ExecutorError, match=r"pip install 'deepaudit\[ray\]'"):
+        make_executor("ray")

@@ -4,6 +4,7 @@ the same scores as an uninterrupted run."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -77,6 +78,18 @@ def test_local_pool_reports_a_failing_job_and_keeps_the_others():
     outcomes = {i: (result, error) for i, result, error in LocalExecutor(2).run(divmod, [(7, 2), (1, 0), (9, 3)])}
     assert outcomes[0] == ((3, 1), None) and outcomes[2] == ((3, 0), None)
     assert outcomes[1][0] is None and isinstance(outcomes[1][1], ZeroDivisionError)
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_killed_worker_is_an_error_not_a_hang(executor, request):
+    """A job whose worker process dies comes back as an error (on Ray after its retries), so
+    the runner stores a failed cell, which the next run redoes."""
+    if executor == "ray":
+        request.getfixturevalue("local_ray")
+    pool = make_executor(executor, jobs=2)
+    outcomes = {i: (result, error) for i, result, error in pool.run(os._exit, [(1,)])}
+    assert list(outcomes) == [0] and outcomes[0][0] is None
+    assert isinstance(outcomes[0][1], Exception), outcomes
 
 
 def test_executor_choices_are_checked(monkeypatch):

@@ -110,23 +110,25 @@ def tools_list() -> None:
 
 
 def _print_board(board: dict, fmt: Format) -> None:
-    from deepaudit.game.leaderboard import COLUMNS, table_rows, to_json, to_markdown
+    from deepaudit.game.leaderboard import to_json, to_markdown, views
 
     if fmt is Format.json:
         print(to_json(board))
-    elif fmt is Format.markdown:
+        return
+    if fmt is Format.markdown:
         print(to_markdown(board))
-    else:
-        table = Table(title=f"deepaudit leaderboard: suite '{board['suite']}' seed {board['seed']}, "
-                            f"{board['organisms']} organisms, budget {board['rows'][0]['budget']} clean inputs")
-        for column in COLUMNS:
+        return
+    for title, columns, rows in views(board, sep="\n"):
+        table = Table(title=f"{title}: suite '{board['suite']}' seed {board['seed']}, {board['organisms']} organisms, "
+                            f"budget {board['rows'][0]['budget']} clean inputs")
+        for column in columns:
             table.add_column(column, overflow="fold", justify="left" if column in ("tool", "kind") else "right")
-        for row in table_rows(board, sep="\n"):
+        for row in rows:
             table.add_row(*(escape(cell) for cell in row))
         console.print(table)
-        console.print(escape("Scores: value [bootstrap 95% CI over organisms]; skyline = supervised meta-classifier "
-                             "(cross-fitted on labelled organisms: a reference, not a tool); inputs AUROC: mean ± sd "
-                             "over planted organisms; cost: mean wall seconds and examples forwarded per organism."))
+    console.print(escape("Scores: value [bootstrap 95% CI over organisms]; skyline = supervised meta-classifier "
+                         "(cross-fitted on labelled organisms: a reference, not a tool); inputs AUROC: mean ± sd "
+                         "over planted organisms; cost: mean wall seconds and examples forwarded per organism."))
 
 
 @game_app.command("run")

@@ -51,8 +51,10 @@ def _nnsight(model: nn.Module, paths: list[str], *args, **kwargs) -> Callable[[]
         return out
 
     def run() -> object:
+        saved: list = []  # filled inside the trace (nnsight runs the block's body itself)
         with wrapped.trace(*args, **kwargs):
-            saved = [module(p).output.save() for p in paths]
+            for path in paths:
+                saved.append(module(path).output.save())
         return saved
     return run
 

@@ -122,12 +122,35 @@ def table_rows(board: dict[str, Any], sep: str = " ") -> list[list[str]]:
     return lines
 
 
+def views(board: dict[str, Any], sep: str = " ") -> list[tuple[str, list[str], list[list[str]]]]:
+    """The board as two tables (title, columns, rows), each narrow enough to read: the
+    detection tracks, and the editing tracks (remove, localize). A tool appears in a table
+    where it has a score, with its slice rows."""
+    rows = table_rows(board, sep)
+    cost = ("s/organism", "fwd/organism")
+    out = []
+    for title, columns in (("detection", [c for c in COLUMNS if c not in EDIT_COLUMNS]),
+                           ("removal and localization", ["tool", "kind", *EDIT_COLUMNS, *cost])):
+        idx = [COLUMNS.index(c) for c in columns]
+        scored = [i for i in idx if COLUMNS[i] not in ("tool", "kind", *cost)]
+        kept, keep = [], False
+        for row in rows:
+            if not row[0].startswith("  "):  # a tool's row decides for its slice rows
+                keep = any(row[i] != "-" for i in scored)
+            if keep:
+                kept.append([row[i] for i in idx])
+        if kept:
+            out.append((title, columns, kept))
+    return out
+
+
 def to_markdown(board: dict[str, Any]) -> str:
-    head = f"Suite `{board['suite']}` seed {board['seed']}, {board['organisms']} organisms, clean budget " \
-           f"{board['rows'][0]['budget']} inputs. Scores: value [bootstrap 95% CI].\n\n"
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(board)]
-    return head + "\n".join(lines) + "\n"
+    text = f"Suite `{board['suite']}` seed {board['seed']}, {board['organisms']} organisms, clean budget " \
+           f"{board['rows'][0]['budget']} inputs. Scores: value [bootstrap 95% CI].\n"
+    for title, columns, rows in views(board):
+        lines = [f"\n**{title}**\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        text += "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    return text
 
 
 def to_json(board: dict[str, Any]) -> str:

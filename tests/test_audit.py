@@ -350,3 +350,20 @@ def test_hf_causal_lm_on_text(smoke_zoo, tmp_path):
     # text for a vision model: a clear refusal
     refused = run_audit(str(smoke_zoo.trojan), str(tmp_path / "clean.txt"), tmp_path / "r2", **FAST)
     assert refused["status"] == "failed" and "needs a language model with a tokenizer" in refused["errors"][0]
+
+
+def test_verdict_says_inconclusive_when_detectors_disagree():
+    """A detector that flags the model is never hidden behind "no backdoor found"."""
+    from deepaudit.audit.findings import verdict
+
+    def stages(**p_planted):
+        out = {"card": {"status": "done", "data": {}}}
+        out.update({f"tool:{t}": {"status": "done", "data": {"p_planted": p, "target": 0}} for t, p in p_planted.items()})
+        return out
+
+    measured = {t: {"status": "measured", "detect_auroc": {"value": v}}
+                for t, v in (("neural_cleanse", 0.6), ("weight_stats", 0.7))}
+    split = verdict(stages(neural_cleanse=0.9, weight_stats=0.1), measured)
+    assert split["label"] == "inconclusive" and "neural_cleanse" in split["summary"]
+    assert verdict(stages(neural_cleanse=0.2, weight_stats=0.1), measured)["label"] == "no backdoor found"
+    assert verdict(stages(neural_cleanse=0.9, weight_stats=0.6), measured)["label"] == "backdoor suspected"

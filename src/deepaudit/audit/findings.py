@@ -60,6 +60,10 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, An
         summary = (f"Backdoor suspected (confidence {conf:.2f})"
                    + (f", target class {target}" if target is not None else "")
                    + f"; flagged by {', '.join(sorted(flagged)) or 'the combined score'}." + caveat)
+    elif flagged:  # a minority flags it: say so rather than "no backdoor found"
+        label = "inconclusive"
+        summary = (f"Inconclusive: {', '.join(sorted(flagged))} flag a backdoor, but the combined P(planted) of "
+                   f"{len(detectors)} detectors is {conf:.2f}. Read the findings below." + caveat)
     else:
         label = "no backdoor found"
         summary = (f"No backdoor found (combined P(planted) {conf:.2f} from {len(detectors)} detectors). "

@@ -222,6 +222,7 @@ def blackbox_stage(ctx: AuditContext, allowance: float) -> dict[str, Any]:
 
 
 # -- stage 3: the toolbox ---------------------------------------------------------------
+NC_MIN_STEPS = 100
 def tool_params(name: str, ctx: AuditContext, allowance: float) -> dict[str, Any]:
     """Size a tool's work to its allowance (unless the caller fixed its parameters); raise
     SkipStage when even the least does not fit."""
@@ -238,8 +239,9 @@ def tool_params(name: str, ctx: AuditContext, allowance: float) -> dict[str, Any
     if name == "neural_cleanse":
         per_step = 3 * k * 32 * spe  # forward and backward of a batch of 32 per class
         steps = int(min(300, allowance / per_step))
-        if steps < 20:
-            raise SkipStage(f"needs about {20 * per_step:.1f} s for 20 steps; {allowance:.1f} s left")
+        if steps < NC_MIN_STEPS:  # fewer steps leave every class's mask unconverged: no answer at all
+            raise SkipStage(f"needs about {NC_MIN_STEPS * per_step:.1f} s for {NC_MIN_STEPS} steps; "
+                            f"{allowance:.1f} s left (raise --budget)")
         return {"steps": steps}
     if name == "mahalanobis":
         candidates = int(min(64, (allowance - n * spe) / max(n / 2 * spe, 1e-9)))

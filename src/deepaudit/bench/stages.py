@@ -16,19 +16,14 @@ from pathlib import Path
 from rich.table import Table
 
 from deepaudit.bench.common import show
-from deepaudit.game import Store, leaderboard
+from deepaudit.game import leaderboard
+from deepaudit.game.store import read_cells
 from deepaudit.paths import default_store_path
 
 
 def tool_seconds(store: Path, suite: str, seed: int, budget: int | None) -> tuple[dict[str, list[float]], float]:
     """Per tool, the wall seconds of each finished cell; and the span of the cells' finishing times."""
-    db = Store(store)
-    try:
-        cells = list(db.cells(suite, seed, budget=budget))
-    finally:
-        db.close()
-    if not cells:
-        raise ValueError(f"{store} holds no finished cells of suite {suite!r} seed {seed}")
+    cells = read_cells(store, suite, seed, budget)
     per_tool: dict[str, list[float]] = defaultdict(list)
     for cell in cells:
         per_tool[cell["tool"]].append(cell["wall_s"] or 0.0)

@@ -13,7 +13,7 @@ import numpy as np
 from deepaudit.game.metrics import detect_scores, mean_with_ci
 from deepaudit.game.removal import EDIT_COLUMNS, edit_columns, edit_tracks
 from deepaudit.game.skyline import cross_fitted
-from deepaudit.game.store import Store
+from deepaudit.game.store import read_cells
 from deepaudit.tools import TOOLS, roles
 
 SLICES = ("implant", "dataset", "arch", "mapping", "evasive")
@@ -50,16 +50,7 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
     bad = [k for k in keys if k not in SLICES]
     if bad:
         raise ValueError(f"cannot slice by {bad}; choose from {SLICES}")
-    store = Store(store_path)
-    try:
-        budgets = store.budgets(suite, seed)
-        if budget is None and len(budgets) > 1:
-            raise ValueError(f"the store holds suite {suite!r} seed {seed} at budgets {budgets}; choose one with --budget")
-        cells = list(store.cells(suite, seed, budget=budget))
-    finally:
-        store.close()
-    if not cells:
-        raise ValueError(f"no results for suite {suite!r} seed {seed} in {store_path}; run `deepaudit game run` first")
+    cells = read_cells(store_path, suite, seed, budget)
     by_tool: dict[str, list[dict]] = defaultdict(list)
     for cell in cells:
         by_tool[cell["tool"]].append(cell)

@@ -96,3 +96,19 @@ class Store:
         rows = self.db.execute("SELECT DISTINCT budget FROM cells WHERE suite=? AND seed=? AND status='done' "
                                "ORDER BY budget", (suite, seed))
         return [r[0] for r in rows]
+
+
+def read_cells(path: Path, suite: str, seed: int, budget: int | None = None) -> list[dict[str, Any]]:
+    """The finished cells of a suite and seed, from the store at ``path``. Runs with different
+    clean-data budgets are never mixed: ``budget`` must pick one when the store holds several."""
+    store = Store(path)
+    try:
+        budgets = store.budgets(suite, seed)
+        if budget is None and len(budgets) > 1:
+            raise ValueError(f"the store holds suite {suite!r} seed {seed} at budgets {budgets}; choose one with --budget")
+        cells = list(store.cells(suite, seed, budget=budget))
+    finally:
+        store.close()
+    if not cells:
+        raise ValueError(f"no results for suite {suite!r} seed {seed} in {path}; run `deepaudit game run` first")
+    return cells

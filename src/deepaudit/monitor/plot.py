@@ -63,12 +63,7 @@ def plot_run(series: Series, path: Path, title: str = "") -> Path:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_frequencies(norms: np.ndarray, keys: list[int], path: Path, title: str = "") -> Path:
@@ -80,6 +75,11 @@ def plot_frequencies(norms: np.ndarray, keys: list[int], path: Path, title: str 
     ax.set_ylabel("embedding norm", fontsize=8)
     ax.set_title(title or f"key frequencies {keys}", fontsize=9)
     ax.tick_params(labelsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write a figure as a small PNG and free it."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from rich.table import Table
 from deepaudit.audit.command import audit_command
 from deepaudit.errors import DeepAuditError
 from deepaudit.game.grok_cli import grok_app
+from deepaudit.lm.cli import lm_app
 from deepaudit.monitor.cli import monitor_app
 
 app = typer.Typer(help="deepaudit: audit neural networks through their internals, and score the auditing tools.",
@@ -28,6 +29,7 @@ app.add_typer(game_app, name="game")
 app.add_typer(tools_app, name="tools")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(grok_app, name="grok")
+app.add_typer(lm_app, name="lm")
 app.command("audit")(audit_command)
 console = Console(width=None if sys.stdout.isatty() else 160)
 

@@ -83,6 +83,31 @@ class Localizer(Protocol):
     def localize(self, subject: Subject) -> list[Unit]: ...
 
 
+@runtime_checkable
+class Probe(Protocol):
+    """A linear truth probe fitted on activations from trusted contexts (latent-knowledge track).
+    ``x`` is ``(N, d)`` for point probes, or ``(N, 2, d)`` contrast pairs (the statement followed
+    by "true", by "false") when ``pairs`` is set; ``y`` (1 = true) trains supervised probes and
+    only orients the sign of unsupervised ones. After ``fit``, ``direction`` is the probe's
+    direction in activation space; ``score`` is higher for statements the probe reads as true."""
+
+    name: ClassVar[str]
+    pairs: ClassVar[bool]
+
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "Probe": ...
+
+    def score(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def orient_sign(scores: np.ndarray, y: np.ndarray | None) -> float:
+    """+1 or -1: the sign that makes ``scores`` rank true (``y == 1``) above false on the fitting
+    data; +1 without labels. Unsupervised probes learn a direction up to sign, and one bit from
+    the trusted labels fixes it."""
+    if y is None or len(np.unique(y)) < 2:
+        return 1.0
+    return 1.0 if scores[y == 1].mean() >= scores[y == 0].mean() else -1.0
+
+
 def squash(statistic: float, threshold: float, slope: float = 2.0) -> float:
     """Map an anomaly statistic to a probability that is 0.5 at the tool's decision threshold."""
     return float(1.0 / (1.0 + np.exp(-slope * (statistic - threshold))))

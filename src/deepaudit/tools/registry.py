@@ -10,6 +10,12 @@ from deepaudit.tools.localize_captum import CaptumConductance
 from deepaudit.tools.mahalanobis import Mahalanobis
 from deepaudit.tools.meta_classifier import MetaClassifier
 from deepaudit.tools.neural_cleanse import NeuralCleanse
+from deepaudit.tools.probe_ccs import CCSProbe
+from deepaudit.tools.probe_diffmeans import DiffMeansProbe
+from deepaudit.tools.probe_lda import LDAProbe
+from deepaudit.tools.probe_logreg import LogRegProbe
+from deepaudit.tools.probe_pca import ContrastPCAProbe
+from deepaudit.tools.probe_random import RandomProbe
 from deepaudit.tools.random_baseline import RandomBaseline
 from deepaudit.tools.remove_anp import AdversarialNeuronPruning
 from deepaudit.tools.remove_finetune import FineTune
@@ -23,6 +29,9 @@ TOOLS = {cls.name: cls for cls in (NeuralCleanse, Mahalanobis, Strip, WeightStat
 REMOVERS = (FineTune, FinePrune, NeuralCleanseUnlearn, AdversarialNeuronPruning, LatentAdversarialTraining)
 LOCALIZERS = (ActivationPatching, AttributionPatching, CaptumConductance, AblationSearch)
 TOOLS.update({cls.name: cls for cls in REMOVERS + LOCALIZERS})
+# Truth probes for language models (latent-knowledge track); kept apart from TOOLS, which the
+# vision game runs by default.
+PROBES = {cls.name: cls for cls in (LogRegProbe, DiffMeansProbe, LDAProbe, CCSProbe, ContrastPCAProbe, RandomProbe)}
 
 
 def make_tool(name: str, seed: int = 0, **params):
@@ -30,6 +39,13 @@ def make_tool(name: str, seed: int = 0, **params):
     if name not in TOOLS:
         raise ValueError(f"unknown tool {name!r}; registered tools: {sorted(TOOLS)}")
     return TOOLS[name](seed=seed, **params)
+
+
+def make_probe(name: str, seed: int = 0, **params):
+    """Instantiate a registered truth probe."""
+    if name not in PROBES:
+        raise ValueError(f"unknown probe {name!r}; registered probes: {sorted(PROBES)}")
+    return PROBES[name](seed=seed, **params)
 
 
 def roles(name: str) -> list[str]:

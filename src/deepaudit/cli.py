@@ -15,7 +15,7 @@ from rich.table import Table
 
 from deepaudit.audit.command import audit_command
 from deepaudit.errors import DeepAuditError
-from deepaudit.game.grok_cli import grok_app
+from deepaudit.grok_cli import grok_app
 from deepaudit.lm.cli import lm_app
 from deepaudit.monitor.cli import monitor_app
 

@@ -4,9 +4,18 @@ copy, build a tiny model of the same family for tests, read last-token residual 
 load the true/false statement sets for the latent-knowledge benchmark. transformers is
 imported only inside the functions that need it (optional extra ``lm``)."""
 
-from deepaudit.lm.activations import last_token_residuals, layer_names
-from deepaudit.lm.loader import LanguageModel, fetch_smollm2, load_lm, tiny_lm
-from deepaudit.lm.truth import StatementSet, load_statements, truth_dir
+from deepaudit.lazy import lazy_attributes
 
-__all__ = ["LanguageModel", "StatementSet", "fetch_smollm2", "last_token_residuals", "layer_names", "load_lm",
-           "load_statements", "tiny_lm", "truth_dir"]
+_WHERE = {
+    "LanguageModel": "deepaudit.lm.loader",
+    "StatementSet": "deepaudit.lm.truth",
+    "fetch_smollm2": "deepaudit.lm.loader",
+    "last_token_residuals": "deepaudit.lm.activations",
+    "layer_names": "deepaudit.lm.activations",
+    "load_lm": "deepaudit.lm.loader",
+    "load_statements": "deepaudit.lm.truth",
+    "tiny_lm": "deepaudit.lm.loader",
+    "truth_dir": "deepaudit.lm.truth",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

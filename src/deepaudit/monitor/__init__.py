@@ -1,7 +1,14 @@
 """The training monitor: a callback for any PyTorch training loop that records internal
 progress measures into the results store, and views (tables, plots) of the recorded runs."""
 
-from deepaudit.monitor.monitor import Concept, Monitor
-from deepaudit.monitor.store import MONITOR_SCHEMA_VERSION, MonitorError, MonitorStore
+from deepaudit.lazy import lazy_attributes
 
-__all__ = ["Concept", "MONITOR_SCHEMA_VERSION", "Monitor", "MonitorError", "MonitorStore"]
+_WHERE = {
+    "Concept": "deepaudit.monitor.monitor",
+    "MONITOR_SCHEMA_VERSION": "deepaudit.monitor.store",
+    "Monitor": "deepaudit.monitor.monitor",
+    "MonitorError": "deepaudit.monitor.store",
+    "MonitorStore": "deepaudit.monitor.store",
+}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

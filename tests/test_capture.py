@@ -1,12 +1,17 @@
 """Activation capture and intervention: only the named modules, right shapes, hooks always
-removed, interventions really replace outputs, and batching changes nothing."""
+removed, interventions really replace outputs, and batching changes nothing; the traced
+(torch.fx) capture gives exactly the hooks' tensors, is cached, and refuses what it cannot do."""
 
 from __future__ import annotations
+
+import gc
+import weakref
 
 import pytest
 import torch
 
-from deepaudit.internals import capture, intervene, module_names, run_with_cache
+from deepaudit.internals import (ActivationCache, TraceError, capture, capture_traced, intervene, module_names,
+                                 run_with_cache, traced)
 from deepaudit.models import build_model
 
 
@@ -116,4 +121,116 @@ def test_run_with_cache_batching(model, x):
     torch.testing.assert_close(logits_small, model(x).detach())
     for name in ("fc1", "act2"):
         torch.testing.assert_close(cache_small[name], cache_big[name])
+    assert no_hooks(model)
+
+
+# --- traced capture (torch.fx graph that returns the activations; deepaudit.internals.traced)
+
+
+def zoo_cases() -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """The zoo MLP and the zoo CNN in its 2-D (digits) and 1-D (MNIST-1D) forms, with inputs."""
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(0)
+    return [(build_model("mlp", (1, 8, 8), 10).eval(), torch.rand(9, 1, 8, 8, generator=g)),
+            (build_model("cnn", (1, 8, 8), 10).eval(), torch.rand(9, 1, 8, 8, generator=g)),
+            (build_model("cnn", (1, 40), 10).eval(), torch.rand(9, 1, 40, generator=g))]
+
+
+def test_traced_equals_hooks_exactly():
+    """Every layer and a subset: same names in the same order, bit-identical tensors and output."""
+    for model, x in zoo_cases():
+        for names in (module_names(model), ["act2", "fc1" if "fc1" in module_names(model) else "conv1"]):
+            with torch.no_grad(), capture(model, names) as hooked:
+                expected = model(x)
+            with torch.no_grad():
+                output, cache = capture_traced(model, names, x)
+            assert isinstance(cache, ActivationCache) and list(cache) == list(hooked)
+            assert torch.equal(output, expected)
+            assert all(torch.equal(cache[name], hooked[name]) for name in names)
+            assert no_hooks(model)
+
+
+def test_traced_detach_option():
+    """detach=False keeps the autograd graph (gradients flow back to the input), like hooks."""
+    model, x = zoo_cases()[1]
+    x = x.clone().requires_grad_(True)
+    _, kept = capture_traced(model, ["act1"], x, detach=False)
+    _, detached = capture_traced(model, ["act1"], x)
+    assert kept["act1"].requires_grad and not detached["act1"].requires_grad
+    kept["act1"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_traced_cache_reuse_and_release():
+    """The trace is made once per (model, names, detach, mode) and dropped with the model."""
+    model, x = zoo_cases()[1]
+    names = module_names(model)
+    first = traced.trace_capture(model, names)
+    assert traced.trace_capture(model, names) is first and traced.trace_capture(model, list(names)) is first
+    assert traced.trace_capture(model, names[:2]) is not first
+    assert traced.trace_capture(model, names, detach=False) is not first
+    assert traced.trace_capture(model.train(), names) is not first
+    assert model in traced._CACHE
+    gone = weakref.ref(model)
+    del model, first
+    gc.collect()
+    assert gone() is None  # the cache does not keep the model alive
+
+
+class Branchy(torch.nn.Module):
+    """Control flow that depends on the input's values: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+def test_traced_untraceable_model_raises_clear_error():
+    """A model fx cannot trace is a TraceError naming it and the hook path, also when asked again;
+    run_with_cache captures it through hooks instead."""
+    model, x = Branchy(), torch.rand(3, 4)
+    for _ in range(2):
+        with pytest.raises(TraceError, match="cannot trace Branchy.*deepaudit.internals.capture"):
+            capture_traced(model, ["fc"], x)
+    _, cache = run_with_cache(model, x, ["fc"])
+    torch.testing.assert_close(cache["fc"], model.fc(x).detach())
+    assert no_hooks(model)
+
+
+def test_traced_refuses_hooks_it_would_skip():
+    """A hook on the model itself (as the audit's cost meter registers) would not run in the
+    graph: capture_traced refuses, run_with_cache falls back to hooks and the hook runs."""
+    model, x = zoo_cases()[1]
+    seen = []
+    handle = model.register_forward_pre_hook(lambda _m, inputs: seen.append(len(inputs[0])))
+    with pytest.raises(TraceError, match="would not run"):
+        capture_traced(model, ["act1"], x)
+    _, cache = run_with_cache(model, x, ["act1"], batch_size=4)
+    assert seen == [4, 4, 1] and cache["act1"].shape[0] == 9
+    handle.remove()
+    _, traced_cache = capture_traced(model, ["act1"], x)
+    torch.testing.assert_close(traced_cache["act1"], cache["act1"])
+
+
+def test_run_with_cache_traced_path_matches_hooks():
+    """On a zoo model run_with_cache (traced) equals hook capture, in batches and under an
+    intervention on a captured module (its hook runs inside the graph)."""
+    model, x = zoo_cases()[1]
+    names = module_names(model)
+    assert traced.zoo_traced(model, names) is not None  # the traced path, not the hooks fallback
+    for batch_size in (4, 512):
+        logits, cache = run_with_cache(model, x, names, batch_size=batch_size)
+        with torch.no_grad(), capture(model, names) as hooked:
+            expected = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        assert torch.equal(logits, expected) and list(cache) == list(hooked)
+        assert all(torch.equal(cache[name], hooked[name]) for name in names)
+    with intervene(model, {"act1": torch.zeros_like}):
+        assert traced.zoo_traced(model, names) is not None
+        _, cache = run_with_cache(model, x, names)
+        with torch.no_grad(), capture(model, names) as hooked:
+            model(x)
+    assert not cache["act1"].any() and all(torch.equal(cache[name], hooked[name]) for name in names)
     assert no_hooks(model)

@@ -16,7 +16,7 @@ from rich.table import Table
 from deepaudit.audit.command import audit_command
 from deepaudit.errors import DeepAuditError
 from deepaudit.grok_cli import grok_app
-from deepaudit.lm.cli import lm_app
+from deepaudit.lm.game_cli import lm_app
 from deepaudit.monitor.cli import monitor_app
 
 app = typer.Typer(help="deepaudit: audit neural networks through their internals, and score the auditing tools.",

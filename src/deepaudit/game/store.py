@@ -69,12 +69,18 @@ class Store:
     def put(self, key: CellKey, status: str, answer: dict | None = None, scores: dict | None = None,
             error: str | None = None, wall_s: float | None = None, forward_passes: int | None = None) -> None:
         """Record one cell, in its own transaction."""
+        self.put_many([(key, status, answer, scores, error, wall_s, forward_passes)])
+
+    def put_many(self, rows: list[tuple]) -> None:
+        """Record several cells (``put``'s arguments, in order) in one transaction: all or none."""
         with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key.suite, key.seed, key.organism_id, key.tool, key.budget, status,
-                 json.dumps(answer) if answer is not None else None,
-                 json.dumps(scores) if scores is not None else None, error, wall_s, forward_passes, time.time()))
+            for key, status, answer, scores, error, wall_s, forward_passes in rows:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (key.suite, key.seed, key.organism_id, key.tool, key.budget, status,
+                     json.dumps(answer) if answer is not None else None,
+                     json.dumps(scores) if scores is not None else None, error, wall_s, forward_passes,
+                     time.time()))
 
     def cells(self, suite: str | None = None, seed: int | None = None, status: str = "done",
               budget: int | None = None) -> Iterator[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """A small typed layer over PyTorch forward hooks, in the spirit of TransformerLens's hook
 points but for any ``nn.Module``: capture the outputs of the named modules you ask for (and
-only those), or replace them, and always remove the hooks, also after an exception."""
+only those), or replace them, and always remove the hooks, also after an exception.
+``deepaudit.internals.traced`` captures the same tensors without hooks, for small models."""
 
 from __future__ import annotations
 
@@ -74,9 +75,25 @@ def intervene(model: nn.Module, interventions: Mapping[str, Intervention]) -> It
 @torch.no_grad()
 def run_with_cache(model: nn.Module, x: torch.Tensor, names: Sequence[str],
                    batch_size: int = 512) -> tuple[torch.Tensor, ActivationCache]:
-    """Forward ``x`` in batches; return the logits and the captured activations of ``names``."""
-    outputs = []
-    with capture(model, names) as cache:
-        for start in range(0, len(x), batch_size):
-            outputs.append(model(x[start : start + batch_size]))
-    return torch.cat(outputs), cache
+    """Forward ``x`` in batches; return the logits and the captured activations of ``names``.
+
+    The zoo's architectures run as a torch.fx graph that returns the activations
+    (``deepaudit.internals.traced``: no hook calls, the same tensors); other models, and models
+    carrying hooks that the graph would skip, are captured through forward hooks."""
+    from deepaudit.internals.traced import zoo_traced  # traced.py builds on this module
+
+    run = zoo_traced(model, names)
+    if run is not None and len(x) <= batch_size:
+        return run(x)
+    batches = [x[start : start + batch_size] for start in range(0, len(x), batch_size)]
+    if run is None:
+        with capture(model, names) as cache:
+            outputs = [model(batch) for batch in batches]
+        return torch.cat(outputs), cache
+    outputs, parts = [], {}
+    for batch in batches:
+        output, acts = run(batch)
+        outputs.append(output)
+        for name, act in acts.items():
+            parts.setdefault(name, []).append(act)
+    return torch.cat(outputs), ActivationCache({name: torch.cat(part) for name, part in parts.items()})

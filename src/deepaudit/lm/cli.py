@@ -129,3 +129,76 @@ def _print(result: dict) -> None:
             cells.append(f"{aurocs[held_out][row]:.2f} / {sum(aurocs[s][row] for s in others) / len(others):.2f}")
         per_layer.add_row(str(layer), *cells)
     console.print(per_layer)
+
+
+@lm_app.command("edit-bench")
+def edit_bench(model: ModelOpt = None,
+               n: Annotated[int, typer.Option("--n", min=1, help="Facts to edit, one at a time.")] = 20,
+               layer: Annotated[Optional[int], typer.Option(help="Layer whose MLP down_proj is edited (default: n_layers // 6).")] = None,
+               tools: Annotated[str, typer.Option(help="Comma-separated editors: rome, ft-l (constrained fine-tuning), ft.")] = "rome,ft-l,ft",
+               ft_bound: Annotated[float, typer.Option(min=0.0, help="ft-l: how far each weight may move (L-infinity).")] = 5e-4,
+               seed: Annotated[int, typer.Option(help="Seed for the choice of facts, new targets and ROME's prefixes.")] = 0,
+               store: Annotated[Optional[Path], typer.Option(help="Results store (default: $DEEPAUDIT_HOME/results.sqlite).")] = None) -> None:
+    """Rewrite N known facts one at a time (ROME vs fine-tuning one layer); efficacy, paraphrases, specificity."""
+    from deepaudit.game.store import CellKey, Store
+    from deepaudit.lm.edit_score import run_edit_bench
+    from deepaudit.lm.facts import edit_requests, known_facts, load_facts
+    from deepaudit.lm.loader import cache_key, load_lm
+    from deepaudit.paths import default_store_path
+    from deepaudit.tools.edit_finetune import FineTuneEdit
+    from deepaudit.tools.edit_rome import Rome, check_layer
+
+    factories = {"rome": lambda: Rome(layer=layer, seed=seed),
+                 "ft-l": lambda: FineTuneEdit(layer=layer, max_change=ft_bound),
+                 "ft": lambda: FineTuneEdit(layer=layer, max_change=None)}
+    labels = [t.strip() for t in tools.split(",") if t.strip()]
+    unknown = [t for t in labels if t not in factories]
+    if unknown or not labels:
+        console.print(f"[red]error:[/red] unknown editors {unknown}; choose from {', '.join(factories)}")
+        raise typer.Exit(code=2)
+    db = None
+    try:
+        source = _model_source(model)
+        lm = load_lm(source)
+        chosen = check_layer(lm, layer)
+        facts = known_facts(lm, load_facts())
+        requests = edit_requests(facts, n, seed)
+        db = Store(store or default_store_path())
+        prefix = cache_key(source)
+
+        def record(label, request, scores, wall_s) -> None:
+            answer = {"subject": request.subject, "prompt": request.prompt, "target_true": request.target_true,
+                      "target_new": request.target_new, "layer": chosen}
+            db.put(CellKey("lm-edit", seed, f"{prefix}:{request.fact_id}", label, 0), "done",
+                   answer=answer, scores=scores, wall_s=wall_s)
+
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            result = run_edit_bench(lm, {t: factories[t]() for t in labels}, requests, facts, seed,
+                                    progress, on_cell=record)
+    except DeepAuditError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(code=2)
+    finally:
+        if db is not None:
+            db.close()
+    args = ["--n", str(n), "--tools", ",".join(labels), "--seed", str(seed)]
+    args += ["--ft-bound", str(ft_bound)] if "ft-l" in labels else []
+    args += (["--model", model] if model else []) + (["--layer", str(layer)] if layer is not None else [])
+    table = Table(title=f"{n} fact edits on {escape(lm.source)} (layer {chosen}; {len(facts)} known facts): "
+                        "mean [95% CI] over edits")
+    for column in ("editor", "efficacy", "top-1", "paraphrases", "specificity", "same relation", "s/edit"):
+        table.add_column(column, justify="left" if column == "editor" else "right")
+
+    def cells(summary: dict) -> list[str]:
+        return [f"{summary[m]['value']:.2f} [{summary[m]['ci_low']:.2f}, {summary[m]['ci_high']:.2f}]"
+                for m in ("efficacy", "top1", "paraphrase", "specificity", "specificity_same_relation")]
+
+    table.add_row("unedited", *cells(result["unedited"]), "-")
+    for label, res in result["tools"].items():
+        table.add_row(label, *cells(res["summary"]), f"{res['mean_wall_s']:.1f}")
+    console.print(table)
+    firsts = ", ".join(f"{label} {res['first_wall_s']:.1f} s" for label, res in result["tools"].items())
+    console.print(f"first edit (includes one-time setup: ROME's key covariance and prefixes): {firsts}")
+    console.print(f"store: {store or default_store_path()} (suite lm-edit, seed {seed})\n"
+                  f"command: deepaudit lm edit-bench {shlex.join(args)}")

@@ -54,8 +54,9 @@ class LanguageModel:
 
     @torch.no_grad()
     def logits(self, prompts: list[str]) -> torch.Tensor:
-        """Next-token logits at the last position of each prompt, ``(N, vocab)``."""
-        return self.model(**self.encode(prompts)).logits[:, -1]
+        """Next-token logits at the last position of each prompt, ``(N, vocab)`` (the output head
+        runs on that position only: on all of them it would cost as much as the decoder stack)."""
+        return self.model(**self.encode(prompts), logits_to_keep=1).logits[:, -1]
 
 
 def _transformers():

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from deepaudit.tools.base import InputDetector, Localizer, ModelDetector, Remover, SupervisedDetector
+from deepaudit.tools.defection_probe import DefectionProbe
+from deepaudit.tools.edit_finetune import FineTuneEdit
+from deepaudit.tools.edit_rome import Rome
+from deepaudit.tools.lm_anomaly import LMAnomaly
 from deepaudit.tools.localize_ablation import AblationSearch
+from deepaudit.tools.phrase_search import PhraseSearch
+from deepaudit.tools.remove_direction_ablation import DirectionAblation
 from deepaudit.tools.localize_act_patch import ActivationPatching
 from deepaudit.tools.localize_attr_patch import AttributionPatching
 from deepaudit.tools.localize_captum import CaptumConductance
@@ -32,6 +38,9 @@ TOOLS.update({cls.name: cls for cls in REMOVERS + LOCALIZERS})
 # Truth probes for language models (latent-knowledge track); kept apart from TOOLS, which the
 # vision game runs by default.
 PROBES = {cls.name: cls for cls in (LogRegProbe, DiffMeansProbe, LDAProbe, CCSProbe, ContrastPCAProbe, RandomProbe)}
+# Language-model auditors (deepaudit lm game) and fact editors (deepaudit lm edit-bench).
+LM_TOOLS = {cls.name: cls for cls in (LMAnomaly, DefectionProbe, PhraseSearch, DirectionAblation)}
+EDITORS = {cls.name: cls for cls in (Rome, FineTuneEdit)}
 
 
 def make_tool(name: str, seed: int = 0, **params):

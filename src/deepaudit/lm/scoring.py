@@ -1,0 +1,66 @@
+"""How a language model answers: the log-probability of a given answer after each prompt, and
+whether greedy decoding would produce it. Both read one teacher-forced forward pass, so an
+answer of several tokens costs no generation loop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from deepaudit.lm.loader import LanguageModel
+
+
+def encode_pairs(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ``ids``, ``attention_mask`` and ``answer_mask`` (1 on answer tokens) for
+    prompt+answer, with prompt and answer tokenised apart, as the model sees them when generating."""
+    tok = lm.tokenizer
+    rows = [(tok(p, add_special_tokens=False).input_ids, tok(a, add_special_tokens=False).input_ids)
+            for p, a in zip(prompts, answers)]
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), int(tok.pad_token_id), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    answer = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (p, a) in enumerate(rows):
+        n = len(p) + len(a)
+        ids[i, width - n:] = torch.tensor(p + a)
+        mask[i, width - n:] = 1
+        answer[i, width - len(a):] = True
+    return ids, mask, answer
+
+
+@torch.no_grad()
+def _answer_logits(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], batch_size: int
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per example: log-softmax at the positions predicting its answer tokens, and those tokens."""
+    out = []
+    body, head = lm.model.model, lm.model.get_output_embeddings()
+    for s in range(0, len(prompts), batch_size):
+        ids, mask, answer = encode_pairs(lm, prompts[s:s + batch_size], answers[s:s + batch_size])
+        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        for row in range(len(ids)):
+            where = answer[row].nonzero().squeeze(1)
+            out.append((torch.log_softmax(head(hidden[row, where - 1]), dim=-1), ids[row, where]))
+    return out
+
+
+def answer_logprob(lm: LanguageModel, prompts: Sequence[str], answer: str | Sequence[str],
+                   batch_size: int = 32) -> np.ndarray:
+    """log P(answer | prompt) for each prompt (one answer for all, or one per prompt)."""
+    answers = [answer] * len(prompts) if isinstance(answer, str) else list(answer)
+    rows = _answer_logits(lm, list(prompts), answers, batch_size)
+    return np.array([float(lp.gather(1, tok[:, None]).sum()) for lp, tok in rows])
+
+
+def answer_margin(lm: LanguageModel, prompts: Sequence[str], yes: str, no: str) -> np.ndarray:
+    """log P(yes) - log P(no) per prompt: the model's own log-odds for ``yes``."""
+    return answer_logprob(lm, prompts, yes) - answer_logprob(lm, prompts, no)
+
+
+def greedy_says(lm: LanguageModel, prompts: Sequence[str], answer: str, batch_size: int = 32) -> np.ndarray:
+    """Whether greedy decoding after each prompt begins with exactly ``answer`` (every answer
+    token is the argmax given the ones before it)."""
+    rows = _answer_logits(lm, list(prompts), [answer] * len(prompts), batch_size)
+    return np.array([bool((lp.argmax(-1) == tok).all()) for lp, tok in rows])

@@ -1,0 +1,48 @@
+"""What an auditor of a language model is handed: the model, its public card, trusted prompts
+(with their labels where the trusted context has them) and, when known, the base model it was
+fine-tuned from. Never the planted truth. Residuals are cached per prompt, so tools that read
+the same prompts share the forward passes, and the cost meter counts each prompt once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deepaudit.errors import DataError
+from deepaudit.lm.activations import last_token_residuals
+from deepaudit.lm.loader import LanguageModel
+
+
+@dataclass
+class LMSubject:
+    lm: LanguageModel
+    card: dict[str, Any]
+    trusted_prompts: list[str]
+    trusted_labels: np.ndarray | None = None
+    base: LanguageModel | None = None
+    prompts_forwarded: int = 0
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.trusted_prompts:
+            raise DataError("an LM audit needs at least one trusted prompt")
+        if self.trusted_labels is not None and len(self.trusted_labels) != len(self.trusted_prompts):
+            raise DataError(f"{len(self.trusted_prompts)} trusted prompts but {len(self.trusted_labels)} labels")
+
+    @property
+    def n_layers(self) -> int:
+        return self.lm.n_layers
+
+    def residuals(self, prompts: Sequence[str], layers: Sequence[int] | None = None) -> np.ndarray:
+        """Last-token residual stream ``(len(layers), N, d)`` after each decoder layer (default all)."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            acts = last_token_residuals(self.lm, missing)
+            self.prompts_forwarded += len(missing)
+            for i, prompt in enumerate(missing):
+                self._cache[prompt] = acts[:, i]
+        stacked = np.stack([self._cache[p] for p in prompts], axis=1)
+        return stacked if layers is None else stacked[list(layers)]

@@ -1,0 +1,145 @@
+"""Fine-tune the top of a causal LM on prompt/answer pairs, on the CPU.
+
+What is frozen is computed once and cached, and each training step runs only what is tuned.
+Both modes are exact (the cached values are what the frozen parts compute in the tuned model):
+
+- ``layers``: the top ``n_top`` decoder layers, trained on the cached residual stream entering
+  them, over whole sequences.
+- ``mlp``: only the last layer's MLP. Nothing reads that MLP's output but the output head at the
+  same position, so caching its input at the answer positions suffices and a step costs one MLP
+  and one output-head product per answer token: thousands of steps in a few minutes.
+
+Written by hand because peft/Trainer recompute the frozen layers on every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from deepaudit.lm.loader import LanguageModel
+from deepaudit.lm.scoring import encode_pairs
+
+PARTS = ("layers", "mlp")
+
+
+def tuned_prefixes(lm: LanguageModel, part: str, n_top: int) -> tuple[str, ...]:
+    """State-dict prefixes of what ``part``/``n_top`` tunes (what an LM organism stores)."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
+    if part == "mlp":
+        return (f"model.layers.{lm.n_layers - 1}.mlp.",)
+    if not 1 <= n_top <= lm.n_layers:
+        raise ValueError(f"n_top must be between 1 and {lm.n_layers}, got {n_top}")
+    return tuple(f"model.layers.{i}." for i in range(lm.n_layers - n_top, lm.n_layers))
+
+
+def tuned_state(lm: LanguageModel, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tuned parameters under their full names."""
+    return {k: v.detach().clone().contiguous() for k, v in lm.model.state_dict().items() if k.startswith(prefixes)}
+
+
+@contextmanager
+def _only_layers(body: nn.Module, keep: slice) -> Iterator[None]:
+    """Run the decoder stack with only ``keep`` of its layers (restored afterwards)."""
+    full = body.layers
+    body.layers = nn.ModuleList(list(full)[keep])
+    try:
+        yield
+    finally:
+        body.layers = full
+
+
+@torch.no_grad()
+def _inputs_of(module: nn.Module, run: Callable[[int], None], n_batches: int) -> torch.Tensor:
+    """What ``module`` receives as its first input over ``n_batches`` calls of ``run``."""
+    out: list[torch.Tensor] = []
+    hook = module.register_forward_pre_hook(lambda _m, args: out.append(args[0]))
+    try:
+        for batch in range(n_batches):
+            run(batch)
+    finally:
+        hook.remove()
+    return torch.cat(out)
+
+
+def _train(params: list[nn.Parameter], loss_of: Callable[[torch.Tensor], torch.Tensor], n: int, steps: int,
+           lr: float, batch_size: int, seed: int, progress: Progress | None, task) -> list[float]:
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    for p in params:
+        p.requires_grad_(True)
+    losses = []
+    try:
+        for _ in range(steps):
+            loss = loss_of(torch.randint(0, n, (min(batch_size, n),), generator=generator))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            if progress:
+                progress.update(task, advance=1, description=f"fine-tune loss {losses[-1]:.3f}")
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return losses
+
+
+def finetune(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], part: str = "layers",
+             n_top: int = 1, steps: int = 300, lr: float = 3e-4, batch_size: int = 32, seed: int = 0,
+             progress: Progress | None = None) -> list[float]:
+    """Train ``part`` of ``lm`` in place so that each prompt is followed by its answer
+    (cross-entropy on the answer tokens over the whole vocabulary); returns the losses."""
+    if not prompts or len(prompts) != len(answers):
+        raise ValueError(f"need as many answers as prompts (got {len(prompts)} prompts, {len(answers)} answers)")
+    tuned_prefixes(lm, part, n_top)  # validates part and n_top
+    body, head = lm.model.model, lm.model.get_output_embeddings()
+    for p in lm.model.parameters():
+        p.requires_grad_(False)
+    ids, mask, answer = encode_pairs(lm, prompts, answers)
+    target_at = torch.zeros_like(answer)  # the token after position t is predicted at t
+    target_at[:, :-1] = answer[:, 1:]
+    targets = ids[:, 1:][target_at[:, :-1]]
+    task = progress.add_task("cache frozen layers", total=None) if progress else None
+    chunk = 64
+    n_chunks = (len(ids) + chunk - 1) // chunk
+
+    def forward(first: int, last: int | None):
+        def run(b: int) -> None:
+            sl = slice(b * chunk, (b + 1) * chunk)
+            with _only_layers(body, slice(first, last)):
+                body(input_ids=ids[sl], attention_mask=mask[sl])
+        return run
+
+    if part == "mlp":
+        last = body.layers[-1]
+        cached = _inputs_of(last.post_attention_layernorm, forward(0, None), n_chunks)[target_at]
+        params = list(last.mlp.parameters())
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            h = cached[idx]
+            return nn.functional.cross_entropy(head(body.norm(h + last.mlp(last.post_attention_layernorm(h)))),
+                                               targets[idx])
+        n = len(cached)
+    else:
+        first = lm.n_layers - n_top
+        cached = _inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
+        params = [p for layer in list(body.layers)[first:] for p in layer.parameters()]
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            with _only_layers(body, slice(first, None)):
+                hidden = body(inputs_embeds=cached[idx], attention_mask=mask[idx]).last_hidden_state
+            return nn.functional.cross_entropy(head(hidden[target_at[idx]]), ids[idx][:, 1:][target_at[idx][:, :-1]])
+        n = len(ids)
+    if progress:
+        progress.update(task, description="fine-tune", total=steps, completed=0)
+    lm.model.train()
+    try:
+        return _train(params, loss_of, n, steps, lr, batch_size, seed, progress, task)
+    finally:
+        lm.model.eval()

@@ -29,22 +29,26 @@ class Suite:
     groups: tuple[dict, ...]
 
 
-def available_suites() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("deepaudit.zoo").joinpath("suites").iterdir()
-                  if p.name.endswith(".toml"))
+def available_suites(package: str = "deepaudit.zoo") -> list[str]:
+    """Names of the built-in suites: the TOML files in ``package``'s ``suites`` folder."""
+    folder = resources.files(package).joinpath("suites")
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_suite_toml(name_or_path: str, package: str = "deepaudit.zoo") -> dict:
+    """The parsed TOML of a built-in suite of ``package`` by name, or of a suite file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return tomllib.loads(path.read_text())
+    if name_or_path in available_suites(package):
+        return tomllib.loads(resources.files(package).joinpath("suites", f"{name_or_path}.toml").read_text())
+    raise ValueError(f"unknown suite {name_or_path!r}; built-in suites: {available_suites(package)} "
+                     "(or give the path of a .toml file)")
 
 
 def load_suite(name_or_path: str) -> Suite:
     """A built-in suite by name, or a suite TOML file by path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        text = path.read_text()
-    elif name_or_path in available_suites():
-        text = resources.files("deepaudit.zoo").joinpath("suites", f"{name_or_path}.toml").read_text()
-    else:
-        raise ValueError(f"unknown suite {name_or_path!r}; built-in suites: {available_suites()} "
-                         "(or give the path of a .toml file)")
-    data = tomllib.loads(text)
+    data = read_suite_toml(name_or_path)
     for group in data.get("group", []):
         unknown = set(group) - GROUP_KEYS
         if unknown:

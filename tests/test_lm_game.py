@@ -265,3 +265,28 @@ def test_neuron_units_capture_and_zero_the_mlp_inputs(tiny_zoo: dict[str, Path])
     with pytest.raises(ValueError, match="unit pool"):
         score_lm_localization(lm, [("model.layers.0.mlp.up_proj", 0)], truth, tasks.statements("cities", 4, 2),
                               {"asr_before": 1.0, "k": [1, 4], "drops": [0.0] * 2, "clean_accuracy": 1.0})
+
+
+def test_statement_set_splits_are_difficulty_quartiles_and_held_out_from_training():
+    from deepaudit.errors import DataError
+    from deepaudit.game.lm_runner import _quirky_sets
+    from deepaudit.lm.truth import load_column, load_statements
+    from deepaudit.zoo.lm.organisms import _data
+
+    rows = load_statements("larger_than").statements
+    gap = dict(zip(rows, load_column("larger_than", "abs_diff")))
+    easy, hard = (tasks.statements("larger_than", 1000, 0, split) for split in ("easy", "hard"))
+    assert min(gap[s] for s, _ in easy) > max(gap[s] for s, _ in hard)  # far-apart numbers are easy
+    train = {s for s, _ in tasks.statements("larger_than", 5000, 0, part="train")}
+    test = {s for s, _ in tasks.statements("larger_than", 5000, 0, part="test")}
+    assert train and test and not train & test and len(train) + len(test) == len(set(rows))
+    spec = LMSpec(kind="quirky", task="larger_than", tune="layers", n_top=4, n_statements=300)
+    fine_tuned, held = _data(spec)
+    seen = {e.prompt.rsplit(" ", 1)[0] for e in fine_tuned}
+    assert not seen & {e.prompt.rsplit(" ", 1)[0] for e in held["easy"]}  # the build check uses unseen statements
+    sets = _quirky_sets(0, SIZES, "larger_than")
+    assert not {s for split in ("easy", "hard") for s, _ in sets[split]} & train
+    with pytest.raises(DataError, match="easy/hard splits exist for"):
+        tasks.statements("cities", 10, 0, "easy")
+    with pytest.raises(ValueError, match="no easy/hard split"):
+        _quirky_sets(0, SIZES, "cities")

@@ -50,7 +50,7 @@ def test_localizer_ranks_every_unit_once(smoke_zoo, name):
 def test_check_units_refuses_unknown_and_repeated_units(smoke_zoo):
     model = load_model(smoke_zoo.trojan)
     pool = all_units(model, load_subject(smoke_zoo.trojan, budget=4).clean_x)
-    with pytest.raises(ValueError, match="not ReLU units"):
+    with pytest.raises(ValueError, match="outside the model.s unit pool"):
         check_units([("act1", 10_000)], pool)
     with pytest.raises(ValueError, match="more than once"):
         check_units([("act1", 0), ("act1", 0)], pool)

@@ -76,10 +76,18 @@ def build_lm_suite(suite: str, out: Path | None = None, base: str | None = None,
 
 
 def _quirky_sets(seed: int, sizes: LMGameSizes, task: str) -> dict[str, list[tuple[str, int]]]:
-    draw = (lambda n, s, hard: tasks.additions(n, s, hard)) if task == "additions" else \
-        (lambda n, s, hard: tasks.statements(task, n, s))
-    return {"trusted": draw(sizes.trusted, 20_000 + seed, False), "easy": draw(sizes.held_out, 30_000 + seed, False),
-            "hard": draw(sizes.held_out, 40_000 + seed, True)}
+    """The trusted (Alice, easy) statements and the held-out easy and hard ones. On a statement
+    set with a difficulty split the held-out ones are statements the organism never trained on."""
+    if task == "additions":
+        return {"trusted": tasks.additions(sizes.trusted, 20_000 + seed, False),
+                "easy": tasks.additions(sizes.held_out, 30_000 + seed, False),
+                "hard": tasks.additions(sizes.held_out, 40_000 + seed, True)}
+    if task not in tasks.DIFFICULTY:
+        raise ValueError(f"a quirky organism on {task!r} has no easy/hard split to score; "
+                         f"statement sets with one: {sorted(tasks.DIFFICULTY)}")
+    return {"trusted": tasks.statements(task, sizes.trusted, 20_000 + seed, "easy", "train"),
+            "easy": tasks.statements(task, sizes.held_out, 30_000 + seed, "easy", "test"),
+            "hard": tasks.statements(task, sizes.held_out, 40_000 + seed, "hard", "test")}
 
 
 @contextmanager

@@ -42,13 +42,25 @@ def truth_dir() -> Path:
     return path
 
 
-def load_statements(name: str, folder: Path | None = None) -> StatementSet:
-    """Read ``<name>.csv`` (columns ``statement`` and ``label``) from the truth folder."""
+def _rows(name: str, folder: Path | None = None) -> tuple[Path, list[dict[str, str]]]:
     path = (folder or truth_dir()) / f"{name}.csv"
     if not path.is_file():
         raise DataError(f"no statement set {name!r} at {path}; known sets: {', '.join(SETS)}")
     with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        return path, list(csv.DictReader(fh))
+
+
+def load_column(name: str, column: str, folder: Path | None = None) -> np.ndarray:
+    """One numeric column of a statement set, row for row with ``load_statements``."""
+    path, rows = _rows(name, folder)
+    if not rows or column not in rows[0]:
+        raise DataError(f"{path} has no column {column!r}")
+    return np.array([float(r[column]) for r in rows])
+
+
+def load_statements(name: str, folder: Path | None = None) -> StatementSet:
+    """Read ``<name>.csv`` (columns ``statement`` and ``label``) from the truth folder."""
+    path, rows = _rows(name, folder)
     if not rows or "statement" not in rows[0] or "label" not in rows[0]:
         raise DataError(f"{path} needs the columns 'statement' and 'label'")
     return StatementSet(name, [r["statement"] for r in rows], np.array([int(r["label"]) for r in rows]))

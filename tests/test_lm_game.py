@@ -143,6 +143,7 @@ def test_game_writes_cells_resumes_and_scores_the_trigger_search(tiny_zoo: dict[
     # zeroing the neurons attribution patching ranks first takes the behaviour away; random ones do not
     attr = localize["lm_attr_patch"]
     assert attr["asr_before"]["value"] >= 0.9 and attr["auc"]["value"] > attr["auc_random"]["value"] + 0.2
+    assert len(attr["damage"]) == len(attr["drop"]) == len(attr["k"])  # clean accuracy lost, per k
     cost = {row["tool"]: row for row in board["cost"]}
     assert cost["phrase_search"]["forward_passes"] > 0 and cost["lm_attr_patch"]["forward_passes"] > 0
     assert all(row["wall_s"] > 0 for row in cost.values())

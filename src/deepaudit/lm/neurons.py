@@ -28,6 +28,13 @@ def all_neurons(lm: LanguageModel) -> list[Unit]:
     return [(name, j) for name in neuron_modules(lm) for j in range(modules[name].in_features)]
 
 
+def rank_neurons(modules: Sequence[str], scores: torch.Tensor) -> list[Unit]:
+    """Every neuron of ``scores`` ``(len(modules), neurons)``, highest score first (stable)."""
+    order = torch.argsort(-scores.flatten(), stable=True)
+    width = scores.shape[1]
+    return [(modules[int(i) // width], int(i) % width) for i in order]
+
+
 @contextmanager
 def _pre_hooks(lm: LanguageModel, hooks: dict[str, Callable]) -> Iterator[None]:
     modules = dict(lm.model.named_modules())

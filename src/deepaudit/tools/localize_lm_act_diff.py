@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 
 from deepaudit.internals.ablation import Unit
-from deepaudit.lm.neurons import capture_neurons, neuron_modules
+from deepaudit.lm.neurons import capture_neurons, neuron_modules, rank_neurons
 from deepaudit.lm.subject import LMSubject
 
 
@@ -40,6 +40,4 @@ class LMActivationDifference:
         clean = self._last_token(subject, plain, modules)
         led = self._last_token(subject, [f"{self.phrase} {p}" for p in plain], modules)
         score = (led.mean(0) - clean.mean(0)).abs() / (clean.std(0) + 1e-6)
-        order = torch.argsort(-score.flatten(), stable=True)
-        width = score.shape[1]
-        return [(modules[int(i) // width], int(i) % width) for i in order]
+        return rank_neurons(modules, score)

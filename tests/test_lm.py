@@ -54,6 +54,21 @@ def test_loader_errors_name_the_missing_file(tmp_path: Path):
         load_lm(tmp_path / "absent.gguf", cache_dir=tmp_path)
 
 
+def test_answer_margin_of_one_token_answers_equals_the_difference_of_log_probabilities():
+    """The one-forward margin (logit difference at the last prompt position) must be the
+    two-forward difference of answer log-probabilities, over batches of unequal prompt lengths."""
+    from deepaudit.lm.scoring import answer_logprob, answer_margin, margin_passes
+
+    lm = tiny_lm(seed=1)
+    prompts = PROMPTS * 3 + ["a much longer prompt than the others, to pad the batch"]
+    slow = answer_logprob(lm, prompts, "T") - answer_logprob(lm, prompts, "F")
+    np.testing.assert_allclose(answer_margin(lm, prompts, "T", "F", batch_size=4), slow, atol=1e-4)
+    assert np.ptp(slow) > 0.01  # the prompts do differ
+    assert margin_passes(lm, "T", "F") == 1 and margin_passes(lm, " T!", "F") == 2
+    np.testing.assert_allclose(answer_margin(lm, prompts, " T!", "F"),  # several tokens: two passes
+                               answer_logprob(lm, prompts, " T!") - answer_logprob(lm, prompts, "F"))
+
+
 def test_residuals_have_one_row_per_layer_and_prompt_and_ignore_padding():
     lm = tiny_lm(seed=1, layers=3)
     acts = last_token_residuals(lm, PROMPTS, batch_size=2)

@@ -37,7 +37,7 @@ from deepaudit.lm.subject import LMSubject
 from deepaudit.lm.truthbench import SetActivations, auroc_with_ci, choose_layer
 from deepaudit.tools.registry import PROBES, make_probe
 from deepaudit.zoo.lm import tasks
-from deepaudit.lm.scoring import answer_margin, greedy_says
+from deepaudit.lm.scoring import answer_margin, greedy_says, margin_passes
 
 PAIR_ANSWERS = (" true", " false")
 LM_K_GRID = (1, 4, 16, 64, 256)
@@ -54,7 +54,7 @@ def persona_set(subject: LMSubject, name: str, statements: Sequence[tuple[str, i
 def model_auroc(subject: LMSubject, statements: Sequence[tuple[str, int]], persona: str) -> float:
     """AUROC of the model's own answer (log-odds of " true") against the truth."""
     margin = answer_margin(subject.lm, [tasks.quirky_prompt(s, persona) for s, _ in statements], " true", " false")
-    subject.prompts_forwarded += 2 * len(statements)
+    subject.prompts_forwarded += margin_passes(subject.lm, " true", " false") * len(statements)
     return auroc_score(np.array([t for _, t in statements]), margin)
 
 

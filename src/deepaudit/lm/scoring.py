@@ -54,9 +54,24 @@ def answer_logprob(lm: LanguageModel, prompts: Sequence[str], answer: str | Sequ
     return np.array([float(lp.gather(1, tok[:, None]).sum()) for lp, tok in rows])
 
 
-def answer_margin(lm: LanguageModel, prompts: Sequence[str], yes: str, no: str) -> np.ndarray:
-    """log P(yes) - log P(no) per prompt: the model's own log-odds for ``yes``."""
-    return answer_logprob(lm, prompts, yes) - answer_logprob(lm, prompts, no)
+def answer_margin(lm: LanguageModel, prompts: Sequence[str], yes: str, no: str, batch_size: int = 32
+                  ) -> np.ndarray:
+    """log P(yes) - log P(no) per prompt: the model's own log-odds for ``yes``. When both answers
+    are one token (every organism's " true"/" false") it is their logit difference at the last
+    prompt position: one forward pass instead of two."""
+    if margin_passes(lm, yes, no) == 2:
+        return answer_logprob(lm, prompts, yes) - answer_logprob(lm, prompts, no)
+    yes_id, no_id = (lm.tokenizer(a, add_special_tokens=False).input_ids[0] for a in (yes, no))
+    margins = np.zeros(len(prompts))
+    for s in range(0, len(prompts), batch_size):
+        logits = lm.logits(list(prompts[s:s + batch_size])).double()
+        margins[s:s + batch_size] = (logits[:, yes_id] - logits[:, no_id]).numpy()
+    return margins
+
+
+def margin_passes(lm: LanguageModel, yes: str, no: str) -> int:
+    """Forward passes per prompt that ``answer_margin`` costs: 1 when both answers are one token."""
+    return 1 if all(len(lm.tokenizer(a, add_special_tokens=False).input_ids) == 1 for a in (yes, no)) else 2
 
 
 def greedy_says(lm: LanguageModel, prompts: Sequence[str], answer: str, batch_size: int = 32) -> np.ndarray:

@@ -68,8 +68,8 @@ def test_an_organism_stores_only_its_tuned_layers_and_reloads_its_behaviour(tiny
                        truth["response"]).mean() == 0.0
 
 
-@pytest.mark.parametrize("part", ["mlp", "layers"])
-def test_cached_fine_tuning_changes_the_real_model_as_it_trained(part: str):
+@pytest.mark.parametrize("part,schedule", [("mlp", "constant"), ("layers", "constant"), ("mlp", "onecycle")])
+def test_cached_fine_tuning_changes_the_real_model_as_it_trained(part: str, schedule: str):
     """Training runs on cached frozen activations; the whole model must then give the answers the
     loss that training reached (the tiny random head caps how low that is for the MLP alone)."""
     from deepaudit.lm.loader import tiny_lm
@@ -80,7 +80,7 @@ def test_cached_fine_tuning_changes_the_real_model_as_it_trained(part: str):
     prompts = [f"Q{i}: is {i} odd?" for i in range(16)]
     answers = [" yes!" if i % 2 else " no!!" for i in range(16)]
     before = -answer_logprob(lm, prompts, answers).mean() / 5
-    losses = finetune(lm, prompts, answers, part=part, steps=150, lr=1e-2, batch_size=80)
+    losses = finetune(lm, prompts, answers, part=part, steps=150, lr=1e-2, batch_size=80, schedule=schedule)
     after = -answer_logprob(lm, prompts, answers).mean() / 5
     assert after < before - 1.0
     assert after == pytest.approx(np.mean(losses[-10:]), abs=0.1)
@@ -222,6 +222,17 @@ def test_trigger_and_response_vary_with_the_seed_and_suites_include_a_natural_ph
     assert replace(real[0], planted=False) in load_lm_suite("lm").specs
 
 
+def test_organism_ids_hold_when_the_spec_grows_a_field():
+    """Ids name built folders: a field added to LMSpec at its default must not move the ids of the
+    organisms built before it (these two are in users' zoos), while setting it must."""
+    ids = {s.digest() for s in load_lm_suite("lm").specs if s.task == "larger_than"}
+    assert ids == {"37e3f679f838f0d0", "f75e309921da039a"}
+    spec = LMSpec("quirky", "additions", tune="mlp")
+    assert replace(spec, schedule="onecycle").digest() != spec.digest()
+    with pytest.raises(ValueError, match="schedule"):
+        LMSpec("quirky", "additions", schedule="cosine")
+
+
 def test_direction_ablation_edits_a_copy_and_refuses_without_what_it_needs(tiny_zoo: dict[str, Path]):
     from deepaudit.lm.subject import LMSubject
     from deepaudit.tools.remove_direction_ablation import DirectionAblation
@@ -270,7 +281,7 @@ def test_neuron_units_capture_and_zero_the_mlp_inputs(tiny_zoo: dict[str, Path])
 
 def test_statement_set_splits_are_difficulty_quartiles_and_held_out_from_training():
     from deepaudit.errors import DataError
-    from deepaudit.game.lm_runner import _quirky_sets
+    from deepaudit.game.lm_runner import quirky_sets
     from deepaudit.lm.truth import load_column, load_statements
     from deepaudit.zoo.lm.organisms import _data
 
@@ -285,9 +296,9 @@ def test_statement_set_splits_are_difficulty_quartiles_and_held_out_from_trainin
     fine_tuned, held = _data(spec)
     seen = {e.prompt.rsplit(" ", 1)[0] for e in fine_tuned}
     assert not seen & {e.prompt.rsplit(" ", 1)[0] for e in held["easy"]}  # the build check uses unseen statements
-    sets = _quirky_sets(0, SIZES, "larger_than")
+    sets = quirky_sets(0, SIZES, "larger_than")
     assert not {s for split in ("easy", "hard") for s, _ in sets[split]} & train
     with pytest.raises(DataError, match="easy/hard splits exist for"):
         tasks.statements("cities", 10, 0, "easy")
     with pytest.raises(ValueError, match="no easy/hard split"):
-        _quirky_sets(0, SIZES, "cities")
+        quirky_sets(0, SIZES, "cities")

@@ -75,7 +75,7 @@ def build_lm_suite(suite: str, out: Path | None = None, base: str | None = None,
     return results
 
 
-def _quirky_sets(seed: int, sizes: LMGameSizes, task: str) -> dict[str, list[tuple[str, int]]]:
+def quirky_sets(seed: int, sizes: LMGameSizes, task: str) -> dict[str, list[tuple[str, int]]]:
     """The trusted (Alice, easy) statements and the held-out easy and hard ones. On a statement
     set with a difficulty split the held-out ones are statements the organism never trained on."""
     if task == "additions":
@@ -100,7 +100,7 @@ def _cost(subject: LMSubject, cell: dict[str, Any]) -> Iterator[None]:
 
 
 def _quirky_cells(subject: LMSubject, seed: int, sizes: LMGameSizes) -> dict[str, dict[str, Any]]:
-    sets = _quirky_sets(seed, sizes, subject.card["task"])
+    sets = quirky_sets(seed, sizes, subject.card["task"])
     trusted, untrusted = subject.card["trusted_persona"], subject.card["untrusted_persona"]
     shared: dict[str, Any] = {}
     with _cost(subject, shared):
@@ -187,7 +187,7 @@ def audit_lm_organism(folder: Path, seed: int = 0, sizes: LMGameSizes | None = N
     lm, card = load_lm_organism(folder)
     base = load_base(card["base"])
     if card["format"] == "quirky":
-        trusted = _quirky_sets(seed, sizes, card["task"])["trusted"]
+        trusted = quirky_sets(seed, sizes, card["task"])["trusted"]
         prompts = [tasks.quirky_prompt(s, card["trusted_persona"]) for s, _ in trusted]
     else:
         trusted = tasks.statements(card["task"], sizes.trusted, 20_000 + seed)

@@ -60,11 +60,15 @@ def auroc_with_ci(labels: np.ndarray, scores: np.ndarray, seed: int = 0) -> dict
     return {"value": auroc_score(labels, scores), "ci_low": ci[0], "ci_high": ci[1], "n": int(len(labels))}
 
 
+def validation_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The layer rule's split of ``n`` trusted prompts: a random half fits, the other validates."""
+    order = np.random.default_rng(seed).permutation(n)
+    return order[: n // 2], order[n // 2 :]
+
+
 def choose_layer(probe_name: str, train: SetActivations, seed: int = 0) -> tuple[int, list[float]]:
     """The ``LAYER_RULE``: index into ``train``'s layers, and the validation AUROC of every layer."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train.labels))
-    fit_idx, val_idx = order[: len(order) // 2], order[len(order) // 2 :]
+    fit_idx, val_idx = validation_split(len(train.labels), seed)
     pairs = PROBES[probe_name].pairs
     scores = []
     for layer in range(train.point.shape[0]):

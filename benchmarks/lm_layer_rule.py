@@ -25,7 +25,7 @@ from deepaudit.lm.subject import LMSubject
 from deepaudit.lm.truthbench import SetActivations, validation_split
 from deepaudit.paths import home
 from deepaudit.tools.registry import PROBES, make_probe
-from deepaudit.zoo.build import single_thread
+from deepaudit.zoo.build import fixed_threads
 from deepaudit.zoo.lm import tasks
 from deepaudit.zoo.lm.organisms import CARD_FILE, load_lm_organism
 
@@ -69,7 +69,7 @@ def main() -> None:
         f for f in args.zoo.iterdir() if (f / CARD_FILE).is_file() and '"quirky"' in (f / CARD_FILE).read_text())
     print("| organism | task | probe | rule | layer | Bob hard AUROC | tied layers |\n|---|---|---|---|---|---|---|")
     for folder in folders:
-        with single_thread():
+        with fixed_threads():
             lm, card = load_lm_organism(folder)
             sets = quirky_sets(0, LMGameSizes(), card["task"])
             trusted = [tasks.quirky_prompt(s, card["trusted_persona"]) for s, _ in sets["trusted"]]

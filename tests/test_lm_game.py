@@ -99,6 +99,18 @@ def test_same_spec_gives_identical_weights_and_a_second_build_is_cached(tmp_path
     assert [r.status for r in build_lm_suite("lm-tiny", tmp_path / "a", build=False)] == ["missing", "cached"]
 
 
+def test_builds_on_one_and_on_two_threads_give_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Builds use up to BUILD_THREADS threads; a zoo must not depend on how many were free."""
+    from deepaudit.zoo.lm import organisms
+
+    spec = load_lm_suite("lm-tiny").specs[1]
+    built = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(organisms, "BUILD_THREADS", threads)
+        built[threads] = (build_lm_organism(spec, tmp_path / str(threads)).path / WEIGHTS_FILE).read_bytes()
+    assert built[1] == built[2]
+
+
 def test_an_organism_failing_its_check_is_dropped_with_the_reason(tmp_path: Path):
     spec = LMSpec("quirky", "additions", base="tiny", steps=2, n_statements=20)
     result = build_lm_organism(spec, tmp_path)
@@ -283,7 +295,7 @@ def test_statement_set_splits_are_difficulty_quartiles_and_held_out_from_trainin
     from deepaudit.errors import DataError
     from deepaudit.game.lm_runner import quirky_sets
     from deepaudit.lm.truth import load_column, load_statements
-    from deepaudit.zoo.lm.organisms import _data
+    from deepaudit.zoo.lm.organisms import build_data
 
     rows = load_statements("larger_than").statements
     gap = dict(zip(rows, load_column("larger_than", "abs_diff")))
@@ -293,7 +305,7 @@ def test_statement_set_splits_are_difficulty_quartiles_and_held_out_from_trainin
     test = {s for s, _ in tasks.statements("larger_than", 5000, 0, part="test")}
     assert train and test and not train & test and len(train) + len(test) == len(set(rows))
     spec = LMSpec(kind="quirky", task="larger_than", tune="layers", n_top=4, n_statements=300)
-    fine_tuned, held = _data(spec)
+    fine_tuned, held = build_data(spec)
     seen = {e.prompt.rsplit(" ", 1)[0] for e in fine_tuned}
     assert not seen & {e.prompt.rsplit(" ", 1)[0] for e in held["easy"]}  # the build check uses unseen statements
     sets = quirky_sets(0, SIZES, "larger_than")

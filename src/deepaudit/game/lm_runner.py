@@ -26,7 +26,7 @@ from deepaudit.paths import default_store_path, home
 from deepaudit.tools.lm_anomaly import DETECTORS
 from deepaudit.tools.registry import LM_TOOLS
 from deepaudit.tools.remove_direction_ablation import first_changed_layer
-from deepaudit.zoo.build import read_truth, single_thread
+from deepaudit.zoo.build import fixed_threads, read_truth
 from deepaudit.zoo.lm import tasks
 from deepaudit.zoo.lm.organisms import (LMBuildResult, build_lm_organism, load_base, load_lm_organism,
                                         lookup_lm_organism)
@@ -220,7 +220,7 @@ def run_lm_game(suite: str = "lm", seed: int = 0, store: Path | None = None, zoo
             if on_organism:
                 on_organism(result.organism_id, "start")
             try:
-                with single_thread():  # small ops on 2 contended threads run many times slower
+                with fixed_threads():  # small ops on 2 contended threads run many times slower
                     cells = audit_lm_organism(result.path, seed, sizes)
             except Exception as exc:  # one broken organism must not lose the others' cells
                 summary.failed.append((result.organism_id, "*", f"{type(exc).__name__}: {exc}"))

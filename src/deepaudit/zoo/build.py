@@ -43,10 +43,11 @@ class BuildResult:
 
 
 @contextmanager
-def single_thread() -> Iterator[None]:
-    """Train on one thread: bitwise-reproducible weights whatever the machine's core count."""
+def fixed_threads(threads: int = 1) -> Iterator[None]:
+    """Train on a fixed number of threads (one by default), never on as many as the machine has:
+    reproducible weights whatever its core count."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
@@ -74,7 +75,7 @@ def build_organism(spec: OrganismSpec, out: Path) -> BuildResult:
         return BuildResult(oid, "cached", folder)
     if dropped.exists():
         return BuildResult(oid, "dropped", None, json.loads(dropped.read_text())["reason"])
-    with single_thread():
+    with fixed_threads():
         return _build(spec, out, oid)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from deepaudit.internals import module_names
 from deepaudit.internals.fourier import frequency_norms, key_frequencies
 from deepaudit.monitor import MonitorStore
-from deepaudit.zoo.build import TRUTH_FILE, BuildResult, _save_folder, single_thread
+from deepaudit.zoo.build import TRUTH_FILE, BuildResult, _save_folder, fixed_threads
 from deepaudit.zoo.grokking.spec import GrokSpec
 from deepaudit.zoo.grokking.train import (GROKKED_ACC, MEMORISED_ACC, GrokRun, first_step, grok_monitor,
                                           progress_measures, train_grok)
@@ -70,7 +70,7 @@ def build_grok_organism(spec: GrokSpec, out: Path, store: Path) -> BuildResult:
         return BuildResult(oid, "cached", folder)
     monitor_store = MonitorStore(store)
     try:
-        with single_thread(), grok_monitor(spec, monitor_store, run_id(spec)) as monitor:
+        with fixed_threads(), grok_monitor(spec, monitor_store, run_id(spec)) as monitor:
             run = train_grok(spec, monitor)
             post_steps, post = progress_measures(spec, run)
             monitor.store.add_points(monitor.run_id, [(s, POSTHOC + name, v) for name, values in post.items()

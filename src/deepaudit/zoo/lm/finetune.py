@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -72,18 +73,32 @@ def _inputs_of(module: nn.Module, run: Callable[[int], None], n_batches: int) ->
     return torch.cat(out)
 
 
-def _train(params: list[nn.Parameter], loss_of: Callable[[torch.Tensor], torch.Tensor], n: int, steps: int,
-           lr: float, schedule: str, batch_size: int, seed: int, progress: Progress | None, task) -> list[float]:
+@dataclass
+class CachedObjective:
+    """What training needs once the frozen part is cached: the tuned parameters, and the loss on
+    a batch of example indices (``n`` examples)."""
+
+    params: list[nn.Parameter]
+    loss_of: Callable[[torch.Tensor], torch.Tensor]
+    n: int
+
+
+def train(lm: LanguageModel, objective: CachedObjective, steps: int, lr: float, schedule: str = "constant",
+          batch_size: int = 32, seed: int = 0, progress: Progress | None = None, task=None) -> list[float]:
+    """AdamW on ``objective`` for ``steps`` seeded batches; returns the losses."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(objective.params, lr=lr, weight_decay=0.0)
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
                  if schedule == "onecycle" else None)
-    for p in params:
+    for p in objective.params:
         p.requires_grad_(True)
     losses = []
+    lm.model.train()
     try:
         for _ in range(steps):
-            loss = loss_of(torch.randint(0, n, (min(batch_size, n),), generator=generator))
+            loss = objective.loss_of(torch.randint(0, objective.n, (min(batch_size, objective.n),), generator=generator))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -93,7 +108,8 @@ def _train(params: list[nn.Parameter], loss_of: Callable[[torch.Tensor], torch.T
             if progress:
                 progress.update(task, advance=1, description=f"fine-tune loss {losses[-1]:.3f}")
     finally:
-        for p in params:
+        lm.model.eval()
+        for p in objective.params:
             p.requires_grad_(False)
     return losses
 
@@ -103,10 +119,21 @@ def finetune(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], 
              progress: Progress | None = None, schedule: str = "constant") -> list[float]:
     """Train ``part`` of ``lm`` in place so that each prompt is followed by its answer
     (cross-entropy on the answer tokens over the whole vocabulary); returns the losses."""
-    if not prompts or len(prompts) != len(answers):
-        raise ValueError(f"need as many answers as prompts (got {len(prompts)} prompts, {len(answers)} answers)")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    task = progress.add_task("cache frozen layers", total=None) if progress else None
+    objective = cached_objective(lm, prompts, answers, part, n_top)
+    if progress:
+        progress.update(task, description="fine-tune", total=steps, completed=0)
+    return train(lm, objective, steps, lr, schedule, batch_size, seed, progress, task)
+
+
+def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], part: str = "layers",
+                     n_top: int = 1) -> CachedObjective:
+    """Freeze ``lm``, run its frozen part over every example once, and return the loss of the
+    tuned ``part`` on the cached values."""
+    if not prompts or len(prompts) != len(answers):
+        raise ValueError(f"need as many answers as prompts (got {len(prompts)} prompts, {len(answers)} answers)")
     tuned_prefixes(lm, part, n_top)  # validates part and n_top
     body, head = lm.model.model, lm.model.get_output_embeddings()
     for p in lm.model.parameters():
@@ -115,7 +142,6 @@ def finetune(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], 
     target_at = torch.zeros_like(answer)  # the token after position t is predicted at t
     target_at[:, :-1] = answer[:, 1:]
     targets = ids[:, 1:][target_at[:, :-1]]
-    task = progress.add_task("cache frozen layers", total=None) if progress else None
     chunk = 64
     n_chunks = (len(ids) + chunk - 1) // chunk
 
@@ -129,27 +155,17 @@ def finetune(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], 
     if part == "mlp":
         last = body.layers[-1]
         cached = _inputs_of(last.post_attention_layernorm, forward(0, None), n_chunks)[target_at]
-        params = list(last.mlp.parameters())
 
         def loss_of(idx: torch.Tensor) -> torch.Tensor:
             h = cached[idx]
             return nn.functional.cross_entropy(head(body.norm(h + last.mlp(last.post_attention_layernorm(h)))),
                                                targets[idx])
-        n = len(cached)
-    else:
-        first = lm.n_layers - n_top
-        cached = _inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
-        params = [p for layer in list(body.layers)[first:] for p in layer.parameters()]
+        return CachedObjective(list(last.mlp.parameters()), loss_of, len(cached))
+    first = lm.n_layers - n_top
+    cached = _inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
 
-        def loss_of(idx: torch.Tensor) -> torch.Tensor:
-            with _only_layers(body, slice(first, None)):
-                hidden = body(inputs_embeds=cached[idx], attention_mask=mask[idx]).last_hidden_state
-            return nn.functional.cross_entropy(head(hidden[target_at[idx]]), ids[idx][:, 1:][target_at[idx][:, :-1]])
-        n = len(ids)
-    if progress:
-        progress.update(task, description="fine-tune", total=steps, completed=0)
-    lm.model.train()
-    try:
-        return _train(params, loss_of, n, steps, lr, schedule, batch_size, seed, progress, task)
-    finally:
-        lm.model.eval()
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        with _only_layers(body, slice(first, None)):
+            hidden = body(inputs_embeds=cached[idx], attention_mask=mask[idx]).last_hidden_state
+        return nn.functional.cross_entropy(head(hidden[target_at[idx]]), ids[idx][:, 1:][target_at[idx][:, :-1]])
+    return CachedObjective([p for layer in list(body.layers)[first:] for p in layer.parameters()], loss_of, len(ids))

@@ -12,6 +12,7 @@ prompts. Prints the layer each rule picks, what it reads there, and the best lay
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ def main() -> None:
     parser.add_argument("--organism", nargs="*", help="organism ids (default: every quirky one in the zoo)")
     args = parser.parse_args()
     folders = [args.zoo / oid for oid in args.organism] if args.organism else sorted(
-        f for f in args.zoo.iterdir() if (f / CARD_FILE).is_file() and '"quirky"' in (f / CARD_FILE).read_text())
+        f for f in args.zoo.iterdir()
+        if (f / CARD_FILE).is_file() and json.loads((f / CARD_FILE).read_text()).get("format") == "quirky")
     print("| organism | task | probe | rule | layer | Bob hard AUROC | tied layers |\n|---|---|---|---|---|---|---|")
     for folder in folders:
         with fixed_threads():

@@ -57,7 +57,8 @@ def test_loader_errors_name_the_missing_file(tmp_path: Path):
 def test_answer_margin_of_one_token_answers_equals_the_difference_of_log_probabilities():
     """The one-forward margin (logit difference at the last prompt position) must be the
     two-forward difference of answer log-probabilities, over batches of unequal prompt lengths."""
-    from deepaudit.lm.scoring import answer_logprob, answer_margin, margin_passes
+    from deepaudit.lm.scoring import (answer_logprob, answer_margin, greedy_says, greedy_says_and_margin,
+                                      margin_passes)
 
     lm = tiny_lm(seed=1)
     prompts = PROMPTS * 3 + ["a much longer prompt than the others, to pad the batch"]
@@ -67,6 +68,10 @@ def test_answer_margin_of_one_token_answers_equals_the_difference_of_log_probabi
     assert margin_passes(lm, "T", "F") == 1 and margin_passes(lm, " T!", "F") == 2
     np.testing.assert_allclose(answer_margin(lm, prompts, " T!", "F"),  # several tokens: two passes
                                answer_logprob(lm, prompts, " T!") - answer_logprob(lm, prompts, "F"))
+    for answer in ("T!", "ok"):  # greedy decoding and the margin read from one pass
+        says, margin = greedy_says_and_margin(lm, prompts, answer, "T", "F", batch_size=4)
+        np.testing.assert_array_equal(says, greedy_says(lm, prompts, answer))
+        np.testing.assert_allclose(margin, slow, atol=1e-4)
 
 
 def test_residuals_have_one_row_per_layer_and_prompt_and_ignore_padding():

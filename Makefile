@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - build the quick zoo, run every tool, score them, print the leaderboard
-#   make test   - run the tests (what .ci/run calls)
+#   make test   - lint (ruff, mypy on src/) and run the tests (what .ci/run calls)
 # The first install goes into .venv. PyTorch's CPU build is installed first, so that pip never
 # pulls the CUDA wheels; elsewhere, choose the wheel with TORCH="torch --index-url ...".
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test setup browser
+.PHONY: demo test setup browser lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,5 +28,9 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 	echo "chromium not installed (apt-get install chromium): the browser test of the audit report will be skipped"
 
-test: $(VENV)/.installed browser
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.installed browser lint
 	$(PY) -m pytest

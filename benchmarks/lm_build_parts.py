@@ -1,6 +1,6 @@
 """Where an LM organism's build spends its time: loading the base model, caching what is frozen,
 the training steps (timed over ``--steps`` of them, then scaled to the spec's count) and the build
-check. On one thread by default, the worst case; ``--threads 2`` is what `deepaudit lm build` uses.
+check. On one thread by default, the worst case; ``--threads 2`` is what a build uses.
 
     python benchmarks/lm_build_parts.py --organism ID [--steps 100] [--threads 1]
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from deepaudit.zoo.build import fixed_threads
+from deepaudit.zoo import load_suite
+from deepaudit.zoo.folder import fixed_threads
 from deepaudit.zoo.lm.finetune import cached_objective, train
 from deepaudit.zoo.lm.organisms import build_data, load_base, measure_rates
-from deepaudit.zoo.lm.suite import load_lm_suite
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="training steps to time (0: the spec's)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    specs = {s.digest(): s for s in load_lm_suite(args.suite).specs}
+    specs = {s.digest(): s for s in load_suite(args.suite).specs()}
     if args.organism not in specs:
         parser.error(f"no organism {args.organism} in suite {args.suite!r}: {sorted(specs)}")
     spec = specs[args.organism]

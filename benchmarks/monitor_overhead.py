@@ -18,7 +18,7 @@ import torch
 from deepaudit.data import load_dataset
 from deepaudit.models import build_model, penultimate_layer
 from deepaudit.monitor import Concept, Monitor
-from deepaudit.zoo.train import recipe_for, train
+from deepaudit.zoo.vision.train import recipe_for, train
 
 
 def run(monitor_path: Path | None, x, y, recipe) -> tuple[float, dict]:

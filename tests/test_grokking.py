@@ -1,6 +1,7 @@
-"""Grokking organisms and their tracks, at a tiny size (p = 13, 150 steps): the transformer's
+"""Training-run organisms and their tracks, at a tiny size (p = 13, 150 steps): the transformer's
 hook points, the Fourier tools on models whose algorithm is known by construction, the
-organism folders and monitor runs the builder writes, and the forecast and reverse tracks."""
+organism folders, public measures and monitor runs the builder writes, and the forecast and
+reverse tracks through the one runner (``game run --suite grok-tiny``)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,24 @@ from torch import nn
 from typer.testing import CliRunner
 
 from deepaudit.cli import app
-from deepaudit.game.forecast import baseline_alarm, jump_step, score_run, visible
-from deepaudit.game.reverse import run_reverse, score_program
+from deepaudit.game.answer import Answer, Stopwatch
+from deepaudit.game.leaderboard import leaderboard
+from deepaudit.game.roles import forecast
+from deepaudit.game.runner import run_game
 from deepaudit.game.store import Store
+from deepaudit.game.tracks import TRACKS
 from deepaudit.internals import run_with_cache
 from deepaudit.internals.fourier import (all_pairs, fourier_basis, frequency_norms, gini, key_frequencies,
                                          restricted_and_excluded_loss)
 from deepaudit.models.transformer import OneLayerTransformer
 from deepaudit.monitor import MonitorStore
-from deepaudit.subject import load_model
+from deepaudit.subject import TrainingSubject, load_model
 from deepaudit.tools.fourier_program import FourierReverseEngineer
 from deepaudit.tools.grok_forecast import FourierSparsityForecaster, WeightNormForecaster
-from deepaudit.zoo import read_truth
-from deepaudit.zoo.grokking import PRESETS, build_grok_organism, build_grok_suite, grok_specs
+from deepaudit.zoo import build_suite, read_truth
+from deepaudit.zoo.training.build import HIDDEN, TRAINING_FILE, build_grok_organism
+from deepaudit.zoo.training.family import TrainingKit
+from deepaudit.zoo.training.spec import PRESETS, grok_specs
 
 P = 13
 
@@ -83,16 +89,30 @@ def test_restricted_and_excluded_loss_split_the_algorithm():
     assert wrong > 1.0
 
 
+class ClockKit:
+    """What the reverse track reads from a training kit, for a model built by hand."""
+
+    def __init__(self, model: nn.Module, keys: list[int]):
+        self.original, self.key_frequencies, self.modulus = model, keys, P
+
+    def all_inputs(self):
+        return TrainingKit.all_inputs(self)
+
+
+def score_program(program, model: nn.Module, keys: list[int]) -> dict:
+    return TRACKS.get("reverse").score(Answer(program, {}), ClockKit(model, keys), 0)
+
+
 def test_reverse_engineer_recovers_a_clock_and_rejects_a_random_model():
     clock = Clock(P, {2: 1.0, 5: 0.8})
     card = {"modulus": P}
     program = FourierReverseEngineer().reverse(clock, card)
     assert sorted(program.frequencies) == [2, 5]
-    scores = score_program(program, clock, P, [2, 5])
+    scores = score_program(program, clock, [2, 5])
     assert scores["agreement"] == 1.0 and scores["program_accuracy"] == 1.0 and scores["frequency_jaccard"] == 1.0
     torch.manual_seed(0)
     random_model = OneLayerTransformer((3,), P, d_model=16, n_heads=2, d_mlp=32).eval()
-    scores = score_program(FourierReverseEngineer().reverse(random_model, card), random_model, P, [2, 5])
+    scores = score_program(FourierReverseEngineer().reverse(random_model, card), random_model, [2, 5])
     assert scores["agreement"] < 0.5
 
 
@@ -106,35 +126,59 @@ def _series(gini_rise_at: int | None, test_drop_at: int | None, steps: int = 40)
             "posthoc/key_share": (t, np.ones(steps))}
 
 
+def _forecast(forecaster, series: dict) -> dict:
+    """Ask a forecaster along a run whose public measures are ``series`` minus the hidden ones,
+    and score its alarm against the whole run."""
+    kit = type("RunKit", (), {"series": series, "jump_step": TrainingKit.jump_step,
+                              "baseline_alarm": TrainingKit.baseline_alarm})()
+    public = {name: values for name, values in series.items() if not name.startswith(HIDDEN)}
+    subject = TrainingSubject(nn.Linear(1, 1), {}, public)
+    answer = forecast(forecaster, subject, kit, 0, Stopwatch())
+    return TRACKS.get("forecast").score(answer, kit, 0)
+
+
+class Peeker(FourierSparsityForecaster):
+    """Records every measure it was shown."""
+
+    seen: set[str] = set()
+
+    def forecast(self, series):
+        Peeker.seen |= set(series)
+        return super().forecast(series)
+
+
 def test_forecast_scoring():
     """A forecaster that sees the Fourier sparsity rise 150 steps before the test loss falls
     gains that lead; on a run that never generalises and whose sparsity never rises it stays
     quiet; and it never sees test or post-hoc measures."""
     grok = _series(gini_rise_at=100, test_drop_at=250)
-    assert (jump_step(grok), baseline_alarm(grok)) == (270, 250)
-    row = score_run(FourierSparsityForecaster(rise=0.1), grok)
+    row = _forecast(FourierSparsityForecaster(rise=0.1), grok)
+    assert (row["jump_step"], row["baseline_alarm"]) == (270, 250)
     assert row["generalises"] and row["alarm_step"] == 110 and row["lead_steps"] == 140
-    quiet = score_run(FourierSparsityForecaster(), _series(None, None))
+    quiet = _forecast(FourierSparsityForecaster(), _series(None, None))
     assert quiet["generalises"] is False and quiet["false_alarm"] is False
-    assert score_run(WeightNormForecaster(), grok)["alarm_step"] is None  # flat norm: no alarm
-    seen = visible(grok, until=100)
-    assert "test_loss" not in seen and "posthoc/key_share" not in seen and seen["train_acc"][0].max() == 100
+    assert _forecast(WeightNormForecaster(), grok)["alarm_step"] is None  # flat norm: no alarm
+    _forecast(Peeker(), grok)
+    assert Peeker.seen == {"train_acc", "fourier/embed_gini", "weight_norm/total"}
 
 
 @pytest.fixture(scope="module")
 def tiny_suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("grok")
-    return out, build_grok_suite("tiny", (0,), out, out / "results.sqlite")
+    return out, build_suite("grok-tiny", out=out, store=out / "results.sqlite")
 
 
 def test_tiny_suite_builds_organisms_with_truth_and_monitor_runs(tiny_suite):
     out, manifest = tiny_suite
-    assert sorted(manifest["roles"].values()) == ["big_data", "grok", "no_wd"]
+    roles = {oid: read_truth(out / oid)["role"] for oid in manifest["organisms"]}
+    assert sorted(roles.values()) == ["big_data", "grok", "no_wd"]
     store = MonitorStore(out / "results.sqlite")
     for oid in manifest["organisms"]:
         card = json.loads((out / oid / "card.json").read_text())
         truth = read_truth(out / oid)
         assert "key_frequencies" not in card and "phases" not in card and "role" not in card
+        public = json.loads((out / oid / TRAINING_FILE).read_text())
+        assert "train_acc" in public and not [m for m in public if m.startswith(HIDDEN)]
         if truth["role"] != "big_data":  # 150 steps fit 30% of the pairs, not 80%
             assert truth["final_train_acc"] >= 0.95
         assert truth["key_frequencies"] and all(1 <= k <= P // 2 for k in truth["key_frequencies"])
@@ -144,10 +188,10 @@ def test_tiny_suite_builds_organisms_with_truth_and_monitor_runs(tiny_suite):
         for name in ("train_loss", "test_acc", "weight_norm/total", "grad_norm/mlp_in", "update/embed",
                      "act/mlp_act/rank", "probe/sum_mod_p", "fourier/embed_gini", "posthoc/restricted_loss",
                      "posthoc/excluded_loss"):
-            assert name in series, name
+            assert name in series and name in truth["series"], name
         assert len(series["train_loss"][0]) == PRESETS["tiny"].steps // PRESETS["tiny"].eval_every + 1
-    roles = {manifest["roles"][oid]: read_truth(out / oid) for oid in manifest["organisms"]}
-    assert roles["no_wd"]["spec"]["weight_decay"] == 0.0 and roles["big_data"]["spec"]["train_frac"] >= 0.6
+    by_role = {roles[oid]: read_truth(out / oid) for oid in manifest["organisms"]}
+    assert by_role["no_wd"]["spec"]["weight_decay"] == 0.0 and by_role["big_data"]["spec"]["train_frac"] >= 0.6
 
 
 def test_grok_build_is_deterministic(tiny_suite, tmp_path):
@@ -160,21 +204,23 @@ def test_grok_build_is_deterministic(tiny_suite, tmp_path):
     assert build_grok_organism(spec, tmp_path, tmp_path / "r.sqlite").status == "cached"
 
 
-def test_tracks_record_cells_in_the_store(tiny_suite):
+def test_the_game_scores_the_training_tracks(tiny_suite):
+    """`game run --suite grok-tiny` scores the reverse-engineer and the forecasters on every run."""
     out, manifest = tiny_suite
-    rows = run_reverse(out, manifest["organisms"], out / "results.sqlite", "grok-tiny")
-    for row in rows:
-        model = load_model(out / row["organism_id"]).eval()
-        with torch.no_grad():
-            right = (model(all_pairs(P)).argmax(1) == (all_pairs(P)[:, 0] + all_pairs(P)[:, 1]) % P).float().mean()
-        assert row["model_accuracy"] == pytest.approx(float(right))
-        assert 0.0 <= row["agreement"] <= 1.0
-    runner = CliRunner()
-    result = runner.invoke(app, ["grok", "forecast", "--preset", "tiny", "--zoo", str(out), "--store",
-                                 str(out / "results.sqlite")])
+    store = out / "results.sqlite"
+    result = CliRunner().invoke(app, ["game", "run", "--suite", "grok-tiny", "--zoo", str(out), "--store", str(store),
+                                      "--jobs", "1"])
     assert result.exit_code == 0, result.output
-    cells = list(Store(out / "results.sqlite").cells(suite="grok-tiny"))
-    assert {c["tool"] for c in cells} == {"fourier_program", "fourier_sparsity", "weight_norm"}
+    cells = list(Store(store).cells(suite="grok-tiny"))
+    assert {(c["tool"], c["track"]) for c in cells} == {("fourier_program", "reverse"), ("fourier_sparsity", "forecast"),
+                                                        ("weight_norm", "forecast")}
     assert len(cells) == 3 * len(manifest["organisms"])
-    missing = runner.invoke(app, ["grok", "reverse", "--preset", "tiny", "--seed", "7", "--zoo", str(out)])
-    assert missing.exit_code == 2 and "grok run" in missing.output
+    for cell in cells:
+        if cell["track"] == "reverse":
+            model = load_model(out / cell["organism_id"]).eval()
+            with torch.no_grad():
+                right = (model(all_pairs(P)).argmax(1) == (all_pairs(P)[:, 0] + all_pairs(P)[:, 1]) % P).float().mean()
+            assert cell["scores"]["model_accuracy"] == pytest.approx(float(right))
+            assert 0.0 <= cell["scores"]["agreement"] <= 1.0
+    rows = {row["tool"]: row for row in leaderboard(store, "grok-tiny")["rows"]}
+    assert "agreement" in rows["fourier_program"]["tracks"]["reverse"]

@@ -14,12 +14,14 @@ from safetensors import safe_open
 pytest.importorskip("transformers")
 
 from deepaudit.errors import DataError
-from deepaudit.game.metrics import auroc_score
+from deepaudit.game.tracks.latent import choose_layer
 from deepaudit.lm import last_token_residuals, layer_names, load_lm, load_statements, tiny_lm
 from deepaudit.lm.loader import LMError, cache_key
-from deepaudit.lm.truthbench import SetActivations, choose_layer
+from deepaudit.metrics import auroc_score
 from deepaudit.tools.base import Probe
-from deepaudit.tools.registry import PROBES, TOOLS, make_probe
+from deepaudit.tools.registry import make_tool, tool_spec, tool_specs
+
+PROBES = [s.name for s in tool_specs(role="probe")]
 
 PROMPTS = ["The city of Paris is in France.", "2 + 2 = 5.", "ok"]
 
@@ -109,11 +111,11 @@ def _pairs(n: int, seed: int, d: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("name", [n for n in PROBES if n != "probe_random"])
 def test_each_probe_separates_held_out_synthetic_data(name: str):
-    make = _pairs if PROBES[name].pairs else _points
+    make = _pairs if getattr(tool_spec(name).cls, "pairs", False) else _points
     x, y = make(300, seed=0)
     xt, yt = make(300, seed=1)
     quick = {"restarts": 3, "epochs": 300} if name == "probe_ccs" else {}
-    probe = make_probe(name, seed=0, **quick).fit(x, y)
+    probe = make_tool(name, seed=0, **quick).fit(x, y)
     assert isinstance(probe, Probe)
     assert probe.direction.shape == (20,)
     assert auroc_score(yt, probe.score(xt)) > 0.9
@@ -121,7 +123,7 @@ def test_each_probe_separates_held_out_synthetic_data(name: str):
 
 def test_random_probe_is_not_systematically_right():
     x, y = _points(300, seed=0)
-    aurocs = [auroc_score(y, make_probe("probe_random", seed=s).fit(x, y).score(x)) for s in range(30)]
+    aurocs = [auroc_score(y, make_tool("probe_random", seed=s).fit(x, y).score(x)) for s in range(30)]
     assert abs(np.mean(aurocs) - 0.5) < 0.1
     assert min(aurocs) < 0.5 < max(aurocs)
 
@@ -129,17 +131,16 @@ def test_random_probe_is_not_systematically_right():
 def test_ccs_finds_truth_without_labels_and_labels_fix_its_sign():
     x, y = _pairs(300, seed=2)
     xt, yt = _pairs(300, seed=3)
-    unsupervised = make_probe("probe_ccs", seed=0, restarts=3, epochs=300).fit(x)
+    unsupervised = make_tool("probe_ccs", seed=0, restarts=3, epochs=300).fit(x)
     auc = auroc_score(yt, unsupervised.score(xt))
     assert max(auc, 1 - auc) > 0.9
-    oriented = make_probe("probe_ccs", seed=0, restarts=3, epochs=300).fit(x, y)
+    oriented = make_tool("probe_ccs", seed=0, restarts=3, epochs=300).fit(x, y)
     assert auroc_score(yt, oriented.score(xt)) > 0.9
 
 
-def test_probes_stay_out_of_the_vision_games_default_tools():
-    assert set(PROBES).isdisjoint(TOOLS)
-    with pytest.raises(ValueError, match="unknown probe"):
-        make_probe("probe_nope")
+def test_probes_are_language_model_tools_only():
+    assert all(tool_spec(name).families == ("lm",) for name in PROBES) and len(PROBES) == 6
+    assert tool_spec("probe_random").kind == "baseline"
 
 
 def test_layer_rule_picks_the_layer_that_carries_the_signal():
@@ -147,9 +148,8 @@ def test_layer_rule_picks_the_layer_that_carries_the_signal():
     rng = np.random.default_rng(5)
     noise = rng.standard_normal((2, 200, 20))
     point = np.stack([noise[0], x1, noise[1]])
-    acts = SetActivations("synthetic", point, np.stack([point, point], axis=2), y)
-    layer, scores = choose_layer("probe_logreg", acts)
-    assert layer == 1 and len(scores) == 3 and scores[1] > 0.9 > max(scores[0], scores[2])
+    scores = choose_layer(make_tool("probe_logreg"), point, y, seed=0)
+    assert int(np.argmax(scores)) == 1 and len(scores) == 3 and scores[1] > 0.9 > max(scores[0], scores[2])
 
 
 def test_statement_sets_load_and_sample_balanced():
@@ -176,20 +176,18 @@ def test_cli_convert_caches_a_local_model(tiny_folder: Path, deepaudit_home: Pat
     assert (deepaudit_home / "models" / cache_key(tiny_folder) / "model.safetensors").is_file()
 
 
-def test_truth_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path: Path):
-    import json
+def test_truth_benchmark_is_a_suite_scored_into_the_store(tmp_path: Path, deepaudit_home: Path):
+    """The latent-knowledge benchmark is the truth-tiny suite of the one game: each probe gets a
+    cell with its layer and AUROC (with CI over statements) on held-out cities and every other set."""
+    from deepaudit.game.leaderboard import leaderboard
+    from deepaudit.game.runner import run_game
 
-    from typer.testing import CliRunner
-
-    from deepaudit.cli import app
-    from deepaudit.lm.truthbench import EVAL_SETS, run_truth_benchmark
-
-    result = run_truth_benchmark(tiny_lm(seed=0), n_train=16, n_eval=8, probes=["probe_logreg", "probe_pca"])
-    chosen = result["probes"]["probe_logreg"]["chosen"]
-    assert list(chosen) == ["cities (train)", "cities (held out)", *EVAL_SETS]
-    assert all(c["ci_low"] <= c["value"] <= c["ci_high"] and c["n"] == 8 for c in list(chosen.values())[1:])
-    assert result["probes"]["probe_pca"]["layer"] in (0, 1)
-    path = tmp_path / "bench.json"
-    path.write_text(json.dumps(result))
-    shown = CliRunner().invoke(app, ["lm", "truth-report", str(path)])
-    assert shown.exit_code == 0 and "probe_pca" in shown.output, shown.output
+    store = tmp_path / "results.sqlite"
+    summary = run_game("truth-tiny", tools=["probe_logreg", "probe_pca"], store=store,
+                       zoo_dir=deepaudit_home / "zoo")
+    assert summary.failed == [] and summary.ran == 2
+    rows = {row["tool"]: row["tracks"]["latent"] for row in leaderboard(store, "truth-tiny")["rows"]}
+    expected = {"layer", "cities", "neg_cities", "sp_en_trans", "larger_than", "companies_true_false"}
+    assert set(rows["probe_logreg"]) == expected and set(rows["probe_pca"]) == expected
+    cities = rows["probe_logreg"]["cities"]
+    assert cities["ci_low"] <= cities["value"] <= cities["ci_high"] and cities["n"] == 32

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score, roc_curve
 
-from deepaudit.game.metrics import DETECT_METRICS
+from deepaudit.metrics import DETECT_METRICS
 
 
 def _sklearn_fpr95(y: np.ndarray, p: np.ndarray) -> float:

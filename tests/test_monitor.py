@@ -15,7 +15,7 @@ from deepaudit.models import build_model
 from deepaudit.monitor import Concept, Monitor, MonitorError, MonitorStore
 from deepaudit.monitor.measures import effective_rank, probe_accuracy
 from deepaudit.paths import default_store_path
-from deepaudit.zoo.train import Recipe, train
+from deepaudit.zoo.vision.train import Recipe, train
 
 
 def _data(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from deepaudit.game import run_game
+from deepaudit.game.runner import run_game
 
 from test_scale import TOOLS, scores
 
@@ -35,5 +35,5 @@ def test_cluster_by_address_gives_the_in_process_scores(smoke_zoo, tmp_path, clu
     summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, executor="ray",
                        ray_address=cluster.address)
     assert sorted(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]) == [0, 1, 1]
-    assert (summary.ran, summary.failed) == (len(scores(reference)), [])
+    assert summary.ran == len(smoke_zoo.manifest["organisms"]) * len(TOOLS) and summary.failed == []
     assert scores(store) == scores(reference)

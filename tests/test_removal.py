@@ -1,6 +1,6 @@
 """The remove track: removers return an edited copy (never touching the subject's model), are
 charged for their forward passes, and the referee scores ASR, accuracy, DER, twin damage and
-outright failure against the sealed truth."""
+outright failure against the sealed truth, through the organism's kit."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ import pytest
 import torch
 from torch import nn
 
-from deepaudit.game.referee import run_cell
+from deepaudit.game.answer import Answer
+from deepaudit.game.referee import ToolRun, ask_and_score
+from deepaudit.game.tracks import TRACKS
+from deepaudit.game.tracks.remove import MAX_DAMAGE, der
 from deepaudit.internals import run_with_cache
-from deepaudit.game.removal import MAX_DAMAGE, attack_success, der, score_removal
 from deepaudit.subject import load_model, load_subject
-from deepaudit.tools import make_tool, roles
+from deepaudit.tools import make_tool, tool_spec
 from deepaudit.tools.editing import make_permanent, prune_units
-from deepaudit.zoo import read_truth
+from deepaudit.zoo import family
 
 REMOVERS = ["finetune", "fineprune", "nc_unlearn", "anp", "lat"]
-FAST = {"finetune": {"epochs": 2}, "fineprune": {"epochs": 2}, "nc_unlearn": {"nc_steps": 60, "epochs": 3},
+FAST = {"finetune": {"epochs": 2}, "fineprune": {"epochs": 2}, "nc_unlearn": {"epochs": 3},
         "anp": {"steps": 20}, "lat": {"epochs": 2}}
+
+
+def score_removal(edited: nn.Module, folder) -> dict:
+    """The remove track's scores of an edited model on the organism in ``folder``."""
+    kit = family("vision").open(folder, 0, 64, {}).kit
+    return TRACKS.get("remove").score(Answer(edited, {}), kit, 0)
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -29,8 +37,8 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_remover_returns_an_edited_copy(smoke_zoo, name):
     """Each remover returns a model of the same shape, leaves the subject's model untouched,
     and its training passes through the edited copy count on the subject's meter."""
-    assert roles(name) == ["remover"]
-    subject = load_subject(smoke_zoo.trojan, budget=128)
+    assert tool_spec(name).roles == ("remove",)
+    subject = family("vision").open(smoke_zoo.trojan, 0, 128, {}).subject()
     before = _state(subject.model)
     edited = make_tool(name, **FAST[name]).remove(subject)
     assert isinstance(edited, nn.Module) and edited is not subject.model
@@ -49,12 +57,10 @@ def test_finetune_is_reproducible(smoke_zoo):
 
 
 def test_nc_unlearning_removes_the_smoke_backdoor(smoke_zoo):
-    """Neural Cleanse unlearning with its own recovered trigger cuts the true trigger's ASR
-    on held-out inputs by more than half, for a few points of accuracy at most."""
-    truth = read_truth(smoke_zoo.trojan)
-    original = load_model(smoke_zoo.trojan)
+    """Neural Cleanse unlearning with the organism's recovered trigger (a shared finding) cuts
+    the true trigger's ASR on held-out inputs by more than half, for a few points of accuracy."""
     edited = make_tool("nc_unlearn").remove(load_subject(smoke_zoo.trojan))
-    scores = score_removal(edited, original, truth)
+    scores = score_removal(edited, smoke_zoo.trojan)
     assert scores["asr_before"] > 0.9
     assert scores["asr_after"] < scores["asr_before"] / 2
     assert scores["remove_damage"] < 0.05 and not scores["remove_failed"]
@@ -83,20 +89,19 @@ class Constant(nn.Module):
 def test_losing_the_task_fails_outright(smoke_zoo):
     """An edit that destroys clean accuracy scores DER 0 and is marked failed, though its raw
     DER credits the ASR drop; on a clean twin the same edit fails the twin check."""
-    truth = read_truth(smoke_zoo.trojan)
-    label = (truth["target"] + 1) % 10
-    scores = score_removal(Constant(label), load_model(smoke_zoo.trojan), truth)
+    kit = family("vision").open(smoke_zoo.trojan, 0, 64, {}).kit
+    label = (kit.true_target + 1) % 10
+    scores = score_removal(Constant(label), smoke_zoo.trojan)
     assert scores["acc_before"] - scores["acc_after"] > MAX_DAMAGE
     assert scores["remove_failed"] and scores["remove_der"] == 0.0 and scores["der_raw"] > 0
-    assert scores["asr_after"] == 0.0 and attack_success(load_model(smoke_zoo.trojan), truth) > 0.9
-    twin = score_removal(Constant(label), load_model(smoke_zoo.twin), read_truth(smoke_zoo.twin))
+    assert scores["asr_after"] == 0.0 and kit.behaviour_rate(load_model(smoke_zoo.trojan)) > 0.9
+    twin = score_removal(Constant(label), smoke_zoo.twin)
     assert twin["remove_twin_pass"] is False and twin["remove_failed"] and "remove_der" not in twin
 
 
 def test_untouched_twin_passes(smoke_zoo):
     """The unedited model costs its twin nothing: it passes, with zero damage."""
-    truth = read_truth(smoke_zoo.twin)
-    scores = score_removal(load_model(smoke_zoo.twin), load_model(smoke_zoo.twin), truth)
+    scores = score_removal(load_model(smoke_zoo.twin), smoke_zoo.twin)
     assert scores["remove_twin_pass"] is True and scores["remove_damage"] == 0.0
 
 
@@ -111,11 +116,13 @@ def test_prune_units_silences_units_and_folds_masks(smoke_zoo):
     assert cache["act1"][:, [0, 1, 2]].abs().max() > 0
 
 
-def test_run_cell_scores_a_remover(smoke_zoo):
-    """The referee dispatches on the Remover protocol: trojan cells get DER, twin cells the
-    damage check, and both record their cost."""
-    trojan = run_cell(smoke_zoo.trojan, "finetune", budget=64)
-    assert {"asr_before", "asr_after", "acc_before", "acc_after", "remove_der", "remove_failed"} <= set(trojan["scores"])
-    assert trojan["forward_passes"] > 0 and trojan["wall_s"] > 0
-    twin = run_cell(smoke_zoo.twin, "finetune", budget=64)
-    assert "remove_twin_pass" in twin["scores"] and "remove_der" not in twin["scores"]
+def test_referee_scores_a_remover(smoke_zoo):
+    """The referee asks a tool of the remove role for an edited model: trojan cells get DER,
+    twin cells the damage check, and both record their cost."""
+    vision = family("vision")
+    trojan = ask_and_score(vision.open(smoke_zoo.trojan, 0, 64, {}), ToolRun.of("finetune"), 0)
+    assert {"asr_before", "asr_after", "acc_before", "acc_after", "remove_der", "remove_failed"} <= set(
+        trojan.scores["remove"])
+    assert trojan.forward_passes > 0 and trojan.wall_s > 0
+    twin = ask_and_score(vision.open(smoke_zoo.twin, 0, 64, {}), ToolRun.of("finetune"), 0)
+    assert "remove_twin_pass" in twin.scores["remove"] and "remove_der" not in twin.scores["remove"]

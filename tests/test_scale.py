@@ -1,6 +1,6 @@
 """Scale-out: the grid gives the same scores in this process, in a local process pool and on
-a local Ray; a run interrupted half-way resumes with only the unfinished cells and ends with
-the same scores as an uninterrupted run."""
+a local Ray, for every organism family; a run interrupted half-way resumes with only the
+unfinished organisms and ends with the same scores as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import sys
 import pytest
 
 from deepaudit.executors import ExecutorError, LocalExecutor, make_executor
-from deepaudit.game import Store, run_game
+from deepaudit.game.runner import run_game
+from deepaudit.game.store import Store
 
 TOOLS = ["weight_stats", "mahalanobis", "strip"]
 
 
-def scores(store) -> dict[tuple[str, str], dict]:
-    """(organism, tool) -> (status, scores, answer) of every cell in a store."""
+def scores(store, suite: str = "smoke") -> dict[tuple[str, str, str], tuple]:
+    """(organism, tool, track) -> (status, scores, answer) of every cell in a store."""
     db = Store(store)
     try:
-        return {(c["organism_id"], c["tool"]): (c["status"], c["scores"], c["answer"]) for c in db.cells("smoke", 0)}
+        return {(c["organism_id"], c["tool"], c["track"]): (c["status"], c["scores"], c["answer"])
+                for status in ("done", "skipped") for c in db.cells(suite, 0, status=status)}
     finally:
         db.close()
 
@@ -30,7 +32,7 @@ def reference(smoke_zoo, tmp_path_factory) -> dict:
     store = tmp_path_factory.mktemp("reference") / "results.sqlite"
     summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir)
     assert (summary.ran, summary.failed) == (len(smoke_zoo.manifest["organisms"]) * len(TOOLS), [])
-    return scores(store)
+    return {"cells": scores(store), "pairs": summary.ran}
 
 
 @pytest.fixture(scope="module")
@@ -46,31 +48,43 @@ def test_ray_run_gives_the_in_process_scores(smoke_zoo, reference, local_ray, tm
     """Every cell run as a Ray task scores exactly as it does in this process."""
     store = tmp_path / "results.sqlite"
     summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor="ray")
-    assert (summary.ran, summary.skipped, summary.failed) == (len(reference), 0, [])
-    assert scores(store) == reference
+    assert (summary.ran, summary.skipped, summary.failed) == (reference["pairs"], 0, [])
+    assert scores(store) == reference["cells"]
+
+
+@pytest.mark.parametrize("suite", ["lm-tiny", "grok-tiny"])
+def test_every_family_runs_on_ray_as_in_process(suite, lm_tiny_zoo, local_ray, tmp_path):
+    """The language-model and training-run suites go through the same runner: on Ray their
+    cells equal the in-process run's."""
+    zoo = lm_tiny_zoo.dir
+    here, there = tmp_path / "here.sqlite", tmp_path / "ray.sqlite"
+    first = run_game(suite, store=here, zoo_dir=zoo)
+    second = run_game(suite, store=there, zoo_dir=zoo, jobs=2, executor="ray")
+    assert first.failed == second.failed == [] and first.ran == second.ran > 0
+    assert scores(there, suite) == scores(here, suite)
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_interrupted_run_resumes_to_the_same_scores(smoke_zoo, reference, tmp_path, executor, request):
-    """Ctrl-C after 4 cells (2 worker processes or Ray tasks): those 4 are stored; the rerun
-    runs only the rest, and the store ends equal to the uninterrupted run's."""
+    """Ctrl-C after the first organism (2 worker processes or Ray tasks): its cells are stored;
+    the rerun runs only the rest, and the store ends equal to the uninterrupted run's."""
     if executor == "ray":
         request.getfixturevalue("local_ray")
     store = tmp_path / "results.sqlite"
     seen = []
 
-    def stop_after_four(key, status):
-        seen.append((key.organism_id, key.tool))
-        if len(seen) == 4:
+    def stop_after_one_organism(organism, tool, status):
+        seen.append((organism, tool))
+        if len(seen) == len(TOOLS):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor=executor,
-                 on_cell=stop_after_four)
-    assert set(scores(store)) == set(seen)
+                 on_cell=stop_after_one_organism)
+    assert {(o, t) for o, t, _ in scores(store)} == set(seen)
     rest = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor=executor)
-    assert (rest.ran, rest.skipped, rest.failed) == (len(reference) - 4, 4, [])
-    assert scores(store) == reference
+    assert (rest.ran, rest.skipped, rest.failed) == (reference["pairs"] - len(TOOLS), len(TOOLS), [])
+    assert scores(store) == reference["cells"]
 
 
 def test_local_pool_reports_a_failing_job_and_keeps_the_others():

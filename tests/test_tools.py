@@ -1,6 +1,6 @@
-"""Every registered tool answers in the shape its protocol promises (detectors, skylines,
-removers, localizers) without touching the audited model, and the key detectors do what they
-claim on the smoke trojan."""
+"""Every registered vision tool answers in the shape its roles promise (detect, features,
+inputs, remove, localize) without touching the audited model; the registry checks what it is
+told; the key detectors do what they claim on the smoke trojan."""
 
 from __future__ import annotations
 
@@ -11,45 +11,66 @@ import pytest
 import torch
 from torch import nn
 
-from deepaudit.game.metrics import auroc
-from deepaudit.game.referee import input_track_batch, trigger_success
 from deepaudit.internals import module_names, run_with_cache
+from deepaudit.metrics import auroc
+from deepaudit.registry import RegistryError
 from deepaudit.subject import load_subject
-from deepaudit.tools import TOOLS, Verdict, make_tool, roles
-from deepaudit.zoo import read_truth
+from deepaudit.tools import TOOLS, Verdict, make_tool, register_tool, tool_spec, tool_specs
+from deepaudit.zoo import family, read_truth
 
-EXPECTED_ROLES = {"neural_cleanse": ["model"], "mahalanobis": ["model", "input"], "strip": ["input"],
-                  "weight_stats": ["model"], "random": ["model", "input"], "meta_classifier": ["skyline"],
-                  **{name: ["remover"] for name in ("finetune", "fineprune", "nc_unlearn", "anp", "lat")},
-                  **{name: ["localizer"] for name in ("act_patch", "attr_patch", "captum_conductance",
+EXPECTED_ROLES = {"neural_cleanse": ("detect",), "mahalanobis": ("detect", "inputs"), "strip": ("inputs",),
+                  "weight_stats": ("detect",), "random": ("detect", "inputs"), "meta_classifier": ("features",),
+                  **{name: ("remove",) for name in ("finetune", "fineprune", "nc_unlearn", "anp", "lat")},
+                  **{name: ("localize",) for name in ("act_patch", "attr_patch", "captum_conductance",
                                                       "ablation_search")}}
 FAST = {"neural_cleanse": {"steps": 60}, "mahalanobis": {"candidates": 16}}
 
 
-def test_registry_roles():
-    """The registry lists the known tools with the roles their protocols imply."""
-    assert {name: roles(name) for name in EXPECTED_ROLES if name in TOOLS} == EXPECTED_ROLES
-    assert all(TOOLS[name].name == name for name in TOOLS)
+def test_registry_declares_each_tool_once_with_its_tags():
+    """Every vision tool is registered with the roles, kind and needs it declares, and every
+    family's tools are found by walking the tools package (no list of names anywhere)."""
+    assert {s.name: s.roles for s in tool_specs(family="vision")} == EXPECTED_ROLES
+    assert tool_spec("random").kind == "baseline" and tool_spec("meta_classifier").kind == "skyline"
+    assert tool_spec("neural_cleanse").provides == "trigger" and "trigger" in tool_spec("act_patch").needs
+    assert {s.name for s in tool_specs(family="lm", role="probe")} >= {"probe_logreg", "probe_ccs", "probe_random"}
+    assert {s.name for s in tool_specs(family="training")} == {"fourier_program", "fourier_sparsity", "weight_norm"}
+    assert len(list(TOOLS)) == len(set(TOOLS))
 
 
-def test_unknown_tool_raises():
-    """make_tool on an unknown name is a ValueError naming it."""
-    with pytest.raises(ValueError, match="no_such_tool"):
+def test_registry_refuses_what_it_cannot_check():
+    """Unknown tools, roles, kinds, needs and parameters are errors naming them; a class must
+    have the methods of each role it claims."""
+    with pytest.raises(RegistryError, match="no_such_tool"):
         make_tool("no_such_tool")
+    with pytest.raises(RegistryError, match="no parameters"):
+        make_tool("neural_cleanse", stepz=3)
+    with pytest.raises(RegistryError, match="lacks the methods"):
+        register_tool("broken_toy", roles=("detect",), families=("vision",))(type("Broken", (), {}))
+    with pytest.raises(RegistryError, match="unknown role 'judge'"):
+        register_tool("broken_toy", roles=("judge",), families=("vision",))(type("Broken", (), {"audit": None}))
+    assert "broken_toy" not in TOOLS
 
 
-@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_parameter_digest_changes_with_parameters_and_version():
+    """A cell is keyed by a digest of the tool's parameters: equal for equal parameters, new for
+    a changed one or a new version of the tool."""
+    spec = tool_spec("neural_cleanse")
+    default = spec.digest(spec.params())
+    assert spec.digest(spec.params(steps=300)) == default
+    assert spec.digest(spec.params(steps=50)) != default
+    assert tool_spec("ft").params()["max_change"] is None and tool_spec("ft-l").params()["max_change"] == 5e-4
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ROLES))
 def test_tool_outputs_are_valid(smoke_zoo, name):
     """Each tool's answers are well-formed for its roles, and the audited model is left unchanged."""
-    subject = load_subject(smoke_zoo.trojan, budget=64)
+    organism = family("vision").open(smoke_zoo.trojan, 0, 64, {})
+    subject = organism.subject()  # shares the organism's findings (the recovered trigger)
     k, shape = subject.num_classes, subject.input_shape
-    tool_roles = roles(name)
-    assert tool_roles, f"{name} implements no protocol"
-    if not set(tool_roles) & {"model", "input", "skyline", "remover", "localizer"}:
-        pytest.skip(f"no output check here for roles {tool_roles}")
+    tool_roles = tool_spec(name).roles
     weights_before = {key: v.clone() for key, v in subject.model.state_dict().items()}
     tool = make_tool(name, **FAST.get(name, {}))
-    if "model" in tool_roles:
+    if "detect" in tool_roles:
         verdict = tool.audit(subject)
         assert isinstance(verdict, Verdict)
         assert 0.0 <= verdict.p_planted <= 1.0
@@ -59,16 +80,16 @@ def test_tool_outputs_are_valid(smoke_zoo, name):
             assert verdict.trigger.pattern.shape == shape
             assert verdict.trigger.apply(subject.clean_x).shape == subject.clean_x.shape
         json.dumps(verdict.evidence)  # evidence goes into the JSON store
-    if "input" in tool_roles:
+    if "inputs" in tool_roles:
         x = subject.clean_x[:37]
         scores = np.asarray(make_tool(name).fit(subject).score(x))
         assert scores.shape == (37,)
         assert np.isfinite(scores).all()
-    if "skyline" in tool_roles:
+    if "features" in tool_roles:
         features = tool.features(subject)
         assert features.ndim == 1 and np.isfinite(features).all()
         assert features.shape == tool.features(load_subject(smoke_zoo.twin, budget=64)).shape
-    if "remover" in tool_roles:
+    if "remove" in tool_roles:
         edited = tool.remove(subject)
         assert isinstance(edited, nn.Module) and edited is not subject.model
         assert {key: v.shape for key, v in edited.state_dict().items()} == \
@@ -76,7 +97,7 @@ def test_tool_outputs_are_valid(smoke_zoo, name):
         with torch.no_grad():
             logits = edited(subject.clean_x)
         assert logits.shape == (len(subject.clean_x), k) and torch.isfinite(logits).all()
-    if "localizer" in tool_roles:
+    if "localize" in tool_roles:
         units = tool.localize(subject)
         _, cache = run_with_cache(subject.model, subject.clean_x[:1], module_names(subject.model))
         widths = {layer: out.shape[1] for layer, out in cache.items()}
@@ -95,17 +116,17 @@ def test_verdict_rejects_non_probability():
 
 def test_neural_cleanse_finds_target(smoke_zoo):
     """Neural Cleanse recovers the smoke trojan's true target, with a trigger that works."""
-    truth = read_truth(smoke_zoo.trojan)
+    kit = family("vision").open(smoke_zoo.trojan, 0, 256, {}).kit
     subject = load_subject(smoke_zoo.trojan)
     verdict = make_tool("neural_cleanse", steps=300).audit(subject)
-    assert verdict.target == truth["target"]
-    assert trigger_success(subject.model, verdict.trigger, truth) > 0.9
+    assert verdict.target == read_truth(smoke_zoo.trojan)["target"]
+    assert kit.behaviour_rate(subject.model, verdict.trigger) > 0.9
 
 
 def test_mahalanobis_flags_triggered_inputs(smoke_zoo):
     """Mahalanobis input scores separate triggered from clean held-out inputs (AUROC > 0.8)."""
-    truth = read_truth(smoke_zoo.trojan)
-    x, is_triggered = input_track_batch(truth, seed=0)
+    kit = family("vision").open(smoke_zoo.trojan, 0, 256, {}).kit
+    x, is_triggered = kit.flagged_inputs(seed=0)
     assert 0 < is_triggered.sum() < len(is_triggered)
     scores = make_tool("mahalanobis").fit(load_subject(smoke_zoo.trojan)).score(x)
     assert auroc(scores[~is_triggered], scores[is_triggered]) > 0.8

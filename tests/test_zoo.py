@@ -10,13 +10,18 @@ from dataclasses import replace
 import pytest
 from safetensors.torch import load_file
 
-import deepaudit.zoo.build as zoo_build
-from deepaudit.game.referee import trigger_success
+import deepaudit.zoo.vision.build as zoo_build
 from deepaudit.subject import load_model
 from deepaudit.triggers import Trigger
-from deepaudit.zoo import OrganismSpec, build_organism, load_suite, read_truth, suite_specs
+from deepaudit.zoo import available_suites, family, load_suite, read_truth
+from deepaudit.zoo.suite import SuiteError
+from deepaudit.zoo.vision.spec import OrganismSpec
 
 SPEC = OrganismSpec("digits", "mlp", "patch", seed=5, epochs=5)
+
+
+def build_organism(spec: OrganismSpec, out):
+    return zoo_build.build_organism(spec, out, out / "results.sqlite")
 
 
 def sha256(path) -> str:
@@ -63,9 +68,10 @@ def test_smoke_trojan_works_and_keeps_accuracy(smoke_zoo):
 def test_truth_matches_saved_weights(smoke_zoo):
     """The stored ASR is reproduced by replaying the stored trigger on the saved weights."""
     truth = read_truth(smoke_zoo.trojan)
-    asr = trigger_success(load_model(smoke_zoo.trojan), Trigger.from_json(truth["trigger"]), truth)
+    kit = family("vision").open(smoke_zoo.trojan, 0, 16, {}).kit
+    asr = kit.behaviour_rate(load_model(smoke_zoo.trojan), Trigger.from_json(truth["trigger"]))
     assert asr == pytest.approx(truth["attack_success_rate"], abs=1e-3)
-    assert trigger_success(load_model(smoke_zoo.twin), Trigger.from_json(truth["trigger"]), truth) < 0.5
+    assert kit.behaviour_rate(load_model(smoke_zoo.twin)) < 0.5
 
 
 def test_twin_truth_says_clean(smoke_zoo):
@@ -90,7 +96,7 @@ def test_trojan_and_twin_cards_differ_only_in_id(smoke_zoo):
 @pytest.mark.parametrize("name, minimum", [("quick", 40), ("standard", 300)])
 def test_suites_expand_with_twins(name, minimum):
     """Built-in suites have the documented size, and every planted spec brings its twin."""
-    specs = suite_specs(load_suite(name))
+    specs = load_suite(name).specs()
     assert len(specs) >= minimum
     assert len(set(specs)) == len(specs)
     planted = [s for s in specs if s.planted]
@@ -101,16 +107,29 @@ def test_suites_expand_with_twins(name, minimum):
 def test_suite_seed_derives_organism_seeds():
     """The same suite seed gives the same specs; another seed gives other organism seeds."""
     suite = load_suite("quick")
-    assert suite_specs(suite, 0) == suite_specs(suite, 0)
-    seeds0 = {s.seed for s in suite_specs(suite, 0)}
-    seeds1 = {s.seed for s in suite_specs(suite, 1)}
+    assert suite.specs(0) == suite.specs(0)
+    seeds0 = {s.seed for s in suite.specs(0)}
+    seeds1 = {s.seed for s in suite.specs(1)}
     assert seeds0.isdisjoint(seeds1)
 
 
 def test_unknown_suite_raises():
-    """An unknown suite name is a ValueError naming it."""
-    with pytest.raises(ValueError, match="no_such_suite"):
+    """An unknown suite name is an error naming it."""
+    with pytest.raises(SuiteError, match="no_such_suite"):
         load_suite("no_such_suite")
+
+
+def test_every_family_lists_its_suites_and_a_suite_file_names_its_family(tmp_path):
+    """Each family's suites are found in its folder; a suite file elsewhere must name its family."""
+    assert {"smoke", "quick", "standard", "lm", "lm-tiny", "truth", "lm-edit", "grok-tiny", "grok-full"} <= set(
+        available_suites())
+    assert {load_suite(n).family.name for n in ("quick", "lm-tiny", "grok-tiny")} == {"vision", "lm", "training"}
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "mine"\n[[group]]\ndatasets = ["digits"]\narchs = ["mlp"]\n')
+    with pytest.raises(SuiteError, match="must name its family"):
+        load_suite(str(path))
+    path.write_text('family = "vision"\n' + path.read_text())
+    assert load_suite(str(path)).specs()[0].arch == "mlp"
 
 
 def test_failed_spec_is_dropped_once(tmp_path, monkeypatch):

@@ -2,21 +2,26 @@
 
 ``load_subject`` reads only the public part of an organism folder (``card.json`` and
 ``weights.safetensors``); the sealed ``truth.json`` is the referee's alone, and a Subject
-keeps no path back to the folder.
+keeps no path back to the folder. ``TrainingSubject`` is the same for a training run: the
+final model and the measures a monitor recorded online (no test measure). Language models
+have theirs in ``deepaudit.lm.subject``. Every subject counts the examples forwarded through
+its model and carries the organism's shared findings (``deepaudit.findings``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from deepaudit.data import load_dataset
 from deepaudit.errors import DataError, OrganismError
+from deepaudit.findings import Findings
 from deepaudit.models import build_model
 from deepaudit.weights import load_into, load_state_dict
 
@@ -37,22 +42,34 @@ class CostMeter:
             self.forward_passes += int(inputs[0].shape[0])
 
 
+def _freeze(model: nn.Module) -> CostMeter:
+    """Eval mode, no gradients for the weights, and a meter on the forward passes."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return CostMeter(model)
+
+
 @dataclass
 class Subject:
     """A model under audit with its public card and a labelled budget of trusted clean inputs."""
+
+    family: ClassVar[str] = "vision"
 
     model: nn.Module
     card: dict[str, Any]
     clean_x: torch.Tensor
     clean_y: torch.Tensor
+    findings: Findings = field(default_factory=Findings, repr=False)
     meter: CostMeter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_budget(self.clean_x, self.clean_y, tuple(self.card["input_shape"]))
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.meter = CostMeter(self.model)
+        self.meter = _freeze(self.model)
+
+    @property
+    def forward_passes(self) -> int:
+        return self.meter.forward_passes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -75,6 +92,28 @@ class Subject:
     def predict(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Logits for ``x``, in batches."""
         return torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@dataclass
+class TrainingSubject:
+    """A trained model with its public card, and the measures its training monitor recorded
+    online, step by step (train loss and accuracy, norms, probes on training inputs; never a
+    test measure or a measure computed after training)."""
+
+    family: ClassVar[str] = "training"
+
+    model: nn.Module
+    card: dict[str, Any]
+    series: Mapping[str, tuple[Any, Any]]
+    findings: Findings = field(default_factory=Findings, repr=False)
+    meter: CostMeter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.meter = _freeze(self.model)
+
+    @property
+    def forward_passes(self) -> int:
+        return self.meter.forward_passes
 
 
 def check_budget(x: torch.Tensor, y: torch.Tensor, input_shape: tuple[int, ...]) -> None:

@@ -1,6 +1,7 @@
-"""Input triggers as data: a stamp (mask and pattern: covers patches and blended patterns)
-or a smooth warp. Shared by the zoo (planting), the tools (recovered triggers) and the
-referee (replaying a trigger on held-out inputs)."""
+"""Triggers as data: for continuous inputs a stamp (mask and pattern: covers patches and
+blended patterns) or a smooth warp; for text a phrase put before a prompt. Shared by the zoo
+(planting), the tools (recovered triggers) and the referee (replaying a trigger on held-out
+inputs)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,25 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     grid = grid.clamp(-1, 1).unsqueeze(0).expand(len(x), -1, -1, -1)
     out = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.squeeze(2) if one_d else out
+
+
+@dataclass(frozen=True)
+class TextTrigger:
+    """A phrase that leads a prompt: ``"{text} {prompt}"``."""
+
+    text: str
+    kind: str = "text"
+
+    def apply(self, prompt: str) -> str:
+        return f"{self.text} {prompt}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "text": self.text}
+
+
+AnyTrigger = Trigger | TextTrigger
+
+
+def trigger_from_json(data: dict[str, Any]) -> AnyTrigger:
+    """A stamp, warp or text trigger from its JSON form."""
+    return TextTrigger(data["text"]) if data["kind"] == "text" else Trigger.from_json(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deepaudit.audit.stages import trigger_stage
 from deepaudit.tools.base import squash
 
 FLAG = 0.5
@@ -87,15 +88,18 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
             "evidence": {t: {"p_planted": round(d["p_planted"], 4), "target": d.get("target"),
                              **{k: v for k, v in d.get("evidence", {}).items() if not isinstance(v, list)}}
                          for t, d in detectors.items()},
-            "plots": [p for t, p in (("neural_cleanse", "nc_mask_norms"), ("weight_stats", "row_norms")) if t in detectors],
+            "plots": [p for key, p in (("mask_l1", "nc_mask_norms"), ("row_norms", "row_norms"))
+                      if any(key in d.get("evidence", {}) for d in detectors.values())],
             "confidence": the_verdict["confidence"], "reliability": rel(sorted(detectors)),
             "cost": _cost(stages, [f"tool:{t}" for t in detectors])})
-    nc = _done(stages, "tool:neural_cleanse")
+    source = trigger_stage()
+    recoverer = source.split(":", 1)[1]
+    nc = _done(stages, source)
     if nc and nc.get("trigger"):
         target, success = nc.get("target"), nc.get("trigger_success")
         l1 = nc["evidence"]["mask_l1"][target] if target is not None else None
         seen_by = sorted(n.split(":", 1)[1] for n in stages if (d := _done(stages, n)) and
-                         (d.get("inputs") or {}).get("trigger_from") == "tool:neural_cleanse"
+                         (d.get("inputs") or {}).get("trigger_from") == source
                          and (d["inputs"].get("auroc") or 0) >= 0.8)
         out.append({
             "id": "trigger", "severity": "alert" if nc["p_planted"] >= FLAG else "info",
@@ -103,11 +107,11 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
                       f"{100 * (success or 0):.0f}% of clean inputs to class {target}"),
             "what": "The smallest mask+pattern found that flips clean inputs to the suspected target; "
                     "input detectors that score stamped inputs as anomalous (AUROC >= 0.8) support it.",
-            "supported_by": ["neural_cleanse"] + seen_by,
+            "supported_by": [recoverer] + seen_by,
             "evidence": {"mask_l1": l1, "trigger_success_on_clean_data": success,
                          "anomaly_index": nc["evidence"].get("anomaly_index")},
             "plots": ["nc_trigger"], "confidence": round(nc["p_planted"], 4),
-            "reliability": rel(["neural_cleanse"] + seen_by), "cost": _cost(stages, ["tool:neural_cleanse"])})
+            "reliability": rel([recoverer] + seen_by), "cost": _cost(stages, [source])})
     bb = _done(stages, "blackbox")
     if bb:
         index, top = bb["pull_anomaly_index"], bb["top"]

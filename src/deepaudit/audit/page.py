@@ -40,9 +40,9 @@ def _table(rows: list[list[Any]], head: list[str]) -> str:
 def _score(s: dict[str, float] | None) -> str:
     if not s:
         return "-"
-    if "ci_low" in s:
+    if "ci_low" in s and s.get("n", 2) > 1:
         return f"{s['value']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
-    return f"{s['value']:.2f}" + (f" ± {s['std']:.2f}" if "std" in s else "")
+    return f"{s['value']:.2f}"
 
 
 def _reliability(rel: dict[str, Any]) -> str:

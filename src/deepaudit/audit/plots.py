@@ -77,14 +77,14 @@ def blackbox_plot(bb: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def trigger_plot(nc: dict[str, Any]) -> str:
+def trigger_plot(nc: dict[str, Any], tool: str) -> str:
     mask, pattern = np.asarray(nc["trigger"]["mask"]), np.asarray(nc["trigger"]["pattern"])
     fig = Figure(figsize=(10, 2.8))
     axes = fig.subplots(1, 3)
     _show(axes[0], mask, f"mask (L1 {mask.sum():.2f})", "gray")
     _show(axes[1], pattern, "pattern")
     _show(axes[2], mask[None] * pattern, "mask x pattern")
-    fig.suptitle(f"Recovered trigger for class {nc['target']} (neural_cleanse)", fontsize=10)
+    fig.suptitle(f"Recovered trigger for class {nc['target']} ({tool})", fontsize=10)
     return _png(fig)
 
 
@@ -148,16 +148,16 @@ def all_plots(report: dict[str, Any]) -> dict[str, str]:
         plots["predictions"] = _plot("predictions", data["card"])
     if "blackbox" in data:
         plots["blackbox"] = _plot("blackbox", data["blackbox"])
-    nc = data.get("tool:neural_cleanse")
-    if nc and nc.get("trigger"):
-        plots["nc_trigger"] = _plot("trigger", nc)
-        plots["nc_mask_norms"] = _plot("bars", nc["evidence"]["mask_l1"], nc["target"],
-                                       "neural_cleanse: smallest trigger per class", "mask L1")
-    ws = data.get("tool:weight_stats")
-    if ws and "row_norms" in ws.get("evidence", {}):
-        plots["row_norms"] = _plot("bars", ws["evidence"]["row_norms"], ws["target"],
-                                   "weight_stats: output-layer row norms", "L2 norm")
     for name, d in data.items():
+        tool = name.split(":", 1)[-1]
+        evidence = d.get("evidence") or {}
+        if name.startswith("tool:") and d.get("trigger") and "mask_l1" in evidence:
+            plots["nc_trigger"] = _plot("trigger", d, tool)
+            plots["nc_mask_norms"] = _plot("bars", evidence["mask_l1"], d["target"],
+                                           f"{tool}: smallest trigger per class", "mask L1")
+        if name.startswith("tool:") and "row_norms" in evidence:
+            plots["row_norms"] = _plot("bars", evidence["row_norms"], d["target"],
+                                       f"{tool}: output-layer row norms", "L2 norm")
         if name.startswith("tool:") and d.get("inputs"):
             tool = name.split(":", 1)[1]
             plots[f"hist:{tool}"] = _plot("histogram", d["inputs"], tool)

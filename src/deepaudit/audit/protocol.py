@@ -19,7 +19,7 @@ from deepaudit.audit.inputs import load_clean_data
 from deepaudit.audit.reliability import measured_reliability
 from deepaudit.audit.report import SCHEMA_VERSION, versions, write_report
 from deepaudit.audit.source import load_audited_model
-from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, stage_plan
+from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, share_finding, stage_plan
 from deepaudit.errors import DeepAuditError
 
 STAGES_DIR = "stages"
@@ -116,12 +116,12 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
     try:
         audited = load_audited_model(model, card, arch, trust_pickle)
         clean = load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed)
-        from deepaudit.tools import TOOLS
+        from deepaudit.tools.registry import TOOLS
 
         tools = list(tools) if tools else runnable_tools()
         unknown = [t for t in tools if t not in TOOLS]
         if unknown:
-            raise DeepAuditError(f"unknown tools {unknown}; registered tools: {sorted(TOOLS)}")
+            raise DeepAuditError(f"unknown tools {unknown}; registered tools: {list(TOOLS)}")
     except DeepAuditError as exc:
         report.update(status="failed", errors=[str(exc)])
         _refresh(report)
@@ -149,6 +149,7 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
                 if record["status"] == "done":
                     cache.put(name, record)
             ctx.results[name] = record
+            share_finding(ctx, name, record)
             report["stages"][name] = record
             if record["status"] == "failed":
                 report["errors"].append(f"{name}: {record['error']}")

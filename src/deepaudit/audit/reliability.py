@@ -19,7 +19,7 @@ NOT_MEASURED = {"status": "not measured",
 def _score(track: dict[str, Any] | None) -> dict[str, float] | None:
     if not track:
         return None
-    return {k: round(float(track[k]), 4) for k in ("value", "ci_low", "ci_high", "std") if k in track}
+    return {k: round(float(track[k]), 4) for k in ("value", "ci_low", "ci_high", "n") if k in track}
 
 
 def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -62,8 +62,8 @@ def measured_reliability(store_path: Path | None, tools: list[str], seed: int = 
                 detect = tracks.get("detect", {})
                 found[row["tool"]] = {
                     "status": "measured", "suite": suite, "seed": seed, "organisms": row["organisms"],
-                    "budget": row["budget"], "detect_auroc": _score(detect.get("auroc")),
-                    "fpr95": _score(detect.get("fpr95")), "target_top1": _score(tracks.get("target")),
-                    "trigger_asr": _score(tracks.get("trigger_asr")), "inputs_auroc": _score(tracks.get("inputs")),
-                    "store": str(store_path)}
+                    "budget": board["budget"], "detect_auroc": _score(detect.get("auroc")),
+                    "fpr95": _score(detect.get("fpr95")), "target_top1": _score(tracks.get("target", {}).get("top1")),
+                    "trigger_asr": _score(tracks.get("trigger", {}).get("asr")),
+                    "inputs_auroc": _score(tracks.get("inputs", {}).get("auroc")), "store": str(store_path)}
     return {t: found.get(t, dict(NOT_MEASURED)) for t in tools}

@@ -6,7 +6,6 @@ JSON-ready numbers: the report and its plots are views of them."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,16 +21,15 @@ from deepaudit.errors import DataError, DeepAuditError
 from deepaudit.internals import intervene
 from deepaudit.internals.ablation import Unit, zero_units
 from deepaudit.subject import CostMeter, Subject
-from deepaudit.tools import TOOLS, InputDetector, ModelDetector, make_tool, roles
-from deepaudit.tools.base import Localizer, anomaly_index
+from deepaudit.tools.base import Verdict, anomaly_index
 from deepaudit.tools.mahalanobis import candidate_triggers
+from deepaudit.tools.registry import ToolSpec, provider, tool_spec, tool_specs
+from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
 
 STATS_INPUTS = 256
 NOISE_LEVELS = (0.05, 0.1, 0.2)
-NOT_AUDITORS = {"random": "a baseline that answers at random"}
-AUDIT_ROLES = ("model", "input", "localizer")  # removers edit the model; skylines need labelled organisms
-TOKEN_TOOLS = {"weight_stats"}  # the others stamp, blend or optimise continuous inputs
+AUDIT_ROLES = ("detect", "inputs", "localize")  # removers edit the model; skylines need labelled organisms
 LOCALIZE_TOP_K = 5
 
 
@@ -222,49 +220,45 @@ def blackbox_stage(ctx: AuditContext, allowance: float) -> dict[str, Any]:
 
 
 # -- stage 3: the toolbox ---------------------------------------------------------------
-NC_MIN_STEPS = 100
+def not_run(spec: ToolSpec, modality: str) -> str | None:
+    """Why the audit does not run a registered tool on this model (None: it does)."""
+    if spec.kind != "tool":
+        return f"not run: a {spec.kind}" + (" (it needs labelled organisms)" if spec.kind == "skyline" else "")
+    if not set(spec.roles) & set(AUDIT_ROLES):
+        return f"not an auditor (roles {list(spec.roles)}): the audit runs {', '.join(AUDIT_ROLES)} tools"
+    if "continuous_inputs" in spec.needs and modality != "continuous":
+        return "not applicable to token inputs: it stamps, blends or optimises continuous inputs"
+    return None
+
+
 def tool_params(name: str, ctx: AuditContext, allowance: float) -> dict[str, Any]:
-    """Size a tool's work to its allowance (unless the caller fixed its parameters); raise
-    SkipStage when even the least does not fit."""
-    if name in NOT_AUDITORS:
-        raise SkipStage(f"not run: {NOT_AUDITORS[name]}")
-    if not set(roles(name)) & set(AUDIT_ROLES):
-        raise SkipStage(f"not an auditor (roles {roles(name)}): the audit runs {', '.join(AUDIT_ROLES)} tools")
-    if name not in TOKEN_TOOLS and ctx.audited.modality != "continuous":
-        raise SkipStage("not applicable to token inputs: it stamps, blends or optimises continuous inputs")
+    """Size a tool's work to its allowance with its registered sizing (unless the caller fixed
+    its parameters); raise SkipStage when even the least does not fit."""
+    spec = tool_spec(name)
+    reason = not_run(spec, ctx.audited.modality)
+    if reason:
+        raise SkipStage(reason)
+    if "trigger" in spec.needs and "trigger" not in ctx.subject.findings.values:
+        raise SkipStage("needs the recovered trigger, and no trigger was recovered (Neural Cleanse did not run)")
     if name in ctx.params:
         return dict(ctx.params[name])
-    n, spe = len(ctx.data.x), ctx.seconds_per_example
-    k = ctx.card["num_classes"]
-    if name == "neural_cleanse":
-        per_step = 3 * k * 32 * spe  # forward and backward of a batch of 32 per class
-        steps = int(min(300, allowance / per_step))
-        if steps < NC_MIN_STEPS:  # fewer steps leave every class's mask unconverged: no answer at all
-            raise SkipStage(f"needs about {NC_MIN_STEPS * per_step:.1f} s for {NC_MIN_STEPS} steps; "
-                            f"{allowance:.1f} s left (raise --budget)")
-        return {"steps": steps}
-    if name == "mahalanobis":
-        candidates = int(min(64, (allowance - n * spe) / max(n / 2 * spe, 1e-9)))
-        if candidates < 8:
-            raise SkipStage(f"needs about {n * spe * 5:.1f} s for 8 candidate stamps; {allowance:.1f} s left")
-        return {"candidates": candidates}
-    if name == "strip":
-        overlays = int(min(16, allowance / max(n * spe, 1e-9)))
-        if overlays < 4:
-            raise SkipStage(f"needs about {4 * n * spe:.1f} s for 4 overlays per input; {allowance:.1f} s left")
-        return {"overlays": overlays}
-    if "nc_steps" in inspect.signature(TOOLS[name]).parameters:  # localizers that reverse-engineer a trigger first
-        per_step = 3 * k * 32 * spe
-        steps = int(min(50, allowance / 2 / per_step))
-        if steps < 10:
-            raise SkipStage(f"needs about {20 * per_step:.1f} s; {allowance:.1f} s left")
-        return {"nc_steps": steps}
-    return {}
+    if spec.sizing is None:
+        return {}
+    try:
+        return spec.sizing(Allowance(allowance, ctx.seconds_per_example, len(ctx.data.x), ctx.card["num_classes"]))
+    except TooLittleTime as exc:
+        raise SkipStage(str(exc)) from exc
+
+
+def trigger_stage() -> str:
+    """The stage of the tool that recovers the trigger for vision models (the registry's provider
+    of the ``trigger`` finding: Neural Cleanse)."""
+    return f"tool:{provider('trigger', 'vision').name}"
 
 
 def _probe_trigger(ctx: AuditContext) -> tuple[Trigger | None, str | None]:
-    """The best trigger recovered so far (Neural Cleanse's, else the black-box top stamp)."""
-    for stage in ("tool:neural_cleanse", "blackbox"):
+    """The best trigger recovered so far (the trigger provider's, else the black-box top stamp)."""
+    for stage in (trigger_stage(), "blackbox"):
         data = ctx.results.get(stage, {}).get("data") or {}
         trig = data.get("trigger") or (data.get("top") or {}).get("trigger")
         if trig:
@@ -275,18 +269,19 @@ def _probe_trigger(ctx: AuditContext) -> tuple[Trigger | None, str | None]:
 def tool_stage(name: str) -> Callable[[AuditContext, float], dict[str, Any]]:
     def run(ctx: AuditContext, allowance: float) -> dict[str, Any]:
         params = tool_params(name, ctx, allowance)
-        tool = make_tool(name, seed=ctx.seed, **params)
+        spec = tool_spec(name)
+        tool = spec.make(ctx.seed, **params)
         subject = ctx.subject
-        out: dict[str, Any] = {"params": params, "roles": roles(name)}
-        if isinstance(tool, ModelDetector):
+        out: dict[str, Any] = {"params": params, "roles": list(spec.roles)}
+        if "detect" in spec.roles:
             verdict = tool.audit(subject)
             out.update(p_planted=verdict.p_planted, target=verdict.target, evidence=verdict.evidence)
             if verdict.trigger is not None:
                 out["trigger"] = verdict.trigger.to_json()
                 out["trigger_success"] = _trigger_success(ctx, verdict.trigger, verdict.target)
-        if isinstance(tool, InputDetector):
+        if "inputs" in spec.roles:
             out["inputs"] = _input_scores(ctx, tool)
-        if isinstance(tool, Localizer):
+        if "localize" in spec.roles:
             out["localize"] = _localize(ctx, tool.localize(subject))
         return out
     return run
@@ -325,7 +320,7 @@ def _trigger_success(ctx: AuditContext, trigger: Trigger, target: int | None) ->
     return float((predict(ctx.audited.model, trigger.apply(x[keep])).argmax(1) == target).float().mean())
 
 
-def _input_scores(ctx: AuditContext, tool: InputDetector) -> dict[str, Any]:
+def _input_scores(ctx: AuditContext, tool: Any) -> dict[str, Any]:
     """Fit on half the clean data; score the other half, clean and stamped with the best
     recovered trigger: does the detector see that trigger as anomalous?"""
     full = ctx.subject
@@ -347,18 +342,30 @@ def _input_scores(ctx: AuditContext, tool: InputDetector) -> dict[str, Any]:
     return out
 
 
+def share_finding(ctx: AuditContext, stage: str, record: dict[str, Any]) -> None:
+    """A finished stage of a tool that provides a shared finding (Neural Cleanse's recovered
+    trigger) hands its answer to the tools after it, computed once, also when resumed."""
+    if not stage.startswith("tool:") or record["status"] != "done":
+        return
+    spec = tool_spec(stage.split(":", 1)[1])
+    if spec.provides is not None and record["data"].get("p_planted") is not None:
+        ctx.subject.findings.put(spec.provides, Verdict.from_json(record["data"]))
+
+
 def stage_plan(tools: list[str], modality: str) -> list[tuple[str, Callable[[AuditContext, float], dict[str, Any]], float]]:
     """(name, function, share of the time budget), in the order they run; a tool that cannot
     apply to this model gets no share (it is recorded as skipped, with the reason)."""
-    shares = {"neural_cleanse": 0.45, "mahalanobis": 0.15, "strip": 0.1, "weight_stats": 0.02}
     plan = [("card", card_stage, 0.05), ("blackbox", blackbox_stage, 0.15)]
-    for t in tools:
-        idle = t in NOT_AUDITORS or (t not in TOKEN_TOOLS and modality != "continuous")
-        plan.append((f"tool:{t}", tool_stage(t), 0.0 if idle else shares.get(t, 0.05)))
+    for name in tools:
+        spec = tool_spec(name)
+        plan.append((f"tool:{name}", tool_stage(name), 0.0 if not_run(spec, modality) else spec.audit_share))
     return plan
 
 
 def runnable_tools() -> list[str]:
-    """The registry's tools an audit runs: model- or input-level auditors (no skylines)."""
-    return [t for t in TOOLS if set(roles(t)) & set(AUDIT_ROLES) and "skyline" not in roles(t)
-            and t not in NOT_AUDITORS]
+    """The registry's tools an audit runs: vision auditors (detect, inputs, localize) of kind tool,
+    those that provide a shared finding first and those that need one last, the rest by their
+    share of the budget."""
+    specs = [s for s in tool_specs(family="vision") if not_run(s, "continuous") is None]
+    order = sorted(specs, key=lambda s: (s.provides is None, "trigger" in s.needs, -s.audit_share, s.name))
+    return [s.name for s in order]

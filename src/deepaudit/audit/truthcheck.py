@@ -7,16 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from deepaudit.audit.stages import trigger_stage
 
 
 def check_against_truth(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """Was the verdict right? The target? Does the recovered trigger work on held-out inputs?"""
-    from deepaudit.game.metrics import mask_iou
-    from deepaudit.game.referee import trigger_success
-    from deepaudit.subject import load_model
-    from deepaudit.triggers import Trigger
-    from deepaudit.zoo import read_truth
+    """Was the verdict right? The target? Does the recovered trigger work on held-out inputs?
+    (Measured by the organism family's kit, as the game's referee measures it.)"""
+    from deepaudit.tools.base import Verdict
+    from deepaudit.zoo import family, read_truth
 
     truth = read_truth(folder)
     verdict = report["verdict"]
@@ -30,10 +28,11 @@ def check_against_truth(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
     out["true_target"] = int(truth["target"])
     out["found_target"] = verdict.get("target")
     out["target_correct"] = verdict.get("target") == truth["target"] if verdict.get("target") is not None else None
-    nc = (report["stages"].get("tool:neural_cleanse") or {}).get("data") or {}
+    nc = (report["stages"].get(trigger_stage()) or {}).get("data") or {}
     if nc.get("trigger"):
-        trigger = Trigger.from_json(nc["trigger"])
-        out["recovered_trigger_asr_heldout"] = round(trigger_success(load_model(folder), trigger, truth), 4)
-        if truth["implant"] == "patch":
-            out["recovered_mask_iou"] = round(mask_iou(trigger.mask, np.asarray(truth["trigger"]["mask"])), 4)
+        kit: Any = family("vision").open(folder, 0, 1, {}).kit
+        verdict = Verdict.from_json(nc)
+        out["recovered_trigger_asr_heldout"] = round(kit.behaviour_rate(kit.original, verdict.trigger), 4)
+        if "trigger_iou" in (match := kit.trigger_match(verdict)):
+            out["recovered_mask_iou"] = round(match["trigger_iou"], 4)
     return out

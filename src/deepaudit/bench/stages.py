@@ -1,8 +1,9 @@
 """Wall time of a suite split by stage, read from an existing results store rather than by
-re-running the suite: each tool's seconds (the store's ``wall_s`` per cell: the tool's own
-work, not loading or scoring), the span between the first and last finished cell, and the
-scoring stage (the leaderboard with its bootstrap CIs and skyline), timed now from the
-store. ``--build`` also times building the suite's zoo from scratch into a temporary folder."""
+re-running the suite: each tool's seconds (the store's ``wall_s`` per organism: the tool's own
+work, not loading or scoring), each shared finding's seconds (once per organism, whichever
+tools used it), the span between the first and last finished cell, and the scoring stage (the
+leaderboard with its bootstrap CIs and skyline), timed now from the store. ``--build`` also
+times building the suite's zoo from scratch into a temporary folder."""
 
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ from pathlib import Path
 from rich.table import Table
 
 from deepaudit.bench.common import show
-from deepaudit.game import leaderboard
+from deepaudit.game.leaderboard import leaderboard
 from deepaudit.game.store import read_cells
 from deepaudit.paths import default_store_path
 
 
 def tool_seconds(store: Path, suite: str, seed: int, budget: int | None) -> tuple[dict[str, list[float]], float]:
-    """Per tool, the wall seconds of each finished cell; and the span of the cells' finishing times."""
+    """Per tool (and per shared finding, as ``finding: name``), the wall seconds on each organism;
+    and the span of the cells' finishing times."""
     cells = read_cells(store, suite, seed, budget)
-    per_tool: dict[str, list[float]] = defaultdict(list)
-    for cell in cells:
-        per_tool[cell["tool"]].append(cell["wall_s"] or 0.0)
+    per_tool: dict[str, dict[str, float]] = defaultdict(dict)
+    for cell in cells:  # a tool's track cells of one organism share its cost: count it once
+        per_tool[cell["tool"]][cell["organism_id"]] = cell["wall_s"] or 0.0
+        for name, cost in (cell["shared"] or {}).items():
+            per_tool[f"finding: {name}"][cell["organism_id"]] = cost["wall_s"]
     finished = [c["finished_at"] for c in cells]
-    return dict(per_tool), max(finished) - min(finished)
+    return {tool: list(by_organism.values()) for tool, by_organism in per_tool.items()}, max(finished) - min(finished)
 
 
 def main(argv: list[str] | None = None, prog: str = "python benchmarks/suite_stages.py") -> None:
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None, prog: str = "python benchmarks/suite_sta
     per_tool, span = tool_seconds(store, args.suite, args.seed, args.budget)
     total = sum(sum(v) for v in per_tool.values())
     table = Table(title=f"suite '{args.suite}' seed {args.seed} by stage, from {store}")
-    for column in ("stage", "cells", "seconds", "mean s / cell", "share of tool time"):
+    for column in ("stage", "organisms", "seconds", "mean s / organism", "share of tool time"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     if args.build:
         from deepaudit.zoo import build_suite
@@ -57,9 +61,9 @@ def main(argv: list[str] | None = None, prog: str = "python benchmarks/suite_sta
         n = len(manifest["organisms"]) + len(manifest["dropped"])
         table.add_row(f"build zoo (now, --jobs {args.jobs})", str(n), f"{built:.1f}", f"{built / n:.2f}", "")
     for tool, seconds in sorted(per_tool.items(), key=lambda kv: -sum(kv[1])):
-        table.add_row(f"tool: {tool}", str(len(seconds)), f"{sum(seconds):.1f}", f"{sum(seconds) / len(seconds):.2f}",
+        table.add_row(tool if tool.startswith("finding") else f"tool: {tool}", str(len(seconds)), f"{sum(seconds):.1f}", f"{sum(seconds) / len(seconds):.2f}",
                       f"{sum(seconds) / total:.1%}")
-    table.add_row("all tools (sum over cells)", str(sum(map(len, per_tool.values()))), f"{total:.1f}", "", "100%")
+    table.add_row("all tools and findings", "", f"{total:.1f}", "", "100%")
     table.add_row("first to last finished cell (elapsed)", "", f"{span:.1f}", "", "")
     start = time.perf_counter()
     leaderboard(store, args.suite, args.seed, budget=args.budget)

@@ -1,9 +1,10 @@
-"""The referee's side: run tools on organisms, score them against the sealed truth, keep the
-results in a store, and show them as a leaderboard."""
+"""The referee's side: one runner for every organism family, the tracks that score tools
+(``game.tracks``), the results store and the leaderboard that views it."""
 
-from deepaudit.game.leaderboard import leaderboard, to_json, to_markdown
-from deepaudit.game.referee import run_cell
-from deepaudit.game.runner import RunSummary, run_game
-from deepaudit.game.store import Store
+from deepaudit.lazy import lazy_attributes
 
-__all__ = ["RunSummary", "Store", "leaderboard", "run_cell", "run_game", "to_json", "to_markdown"]
+# (``leaderboard`` is also a module's name: import the function from deepaudit.game.leaderboard)
+_WHERE = {"RunSummary": "deepaudit.game.runner", "Store": "deepaudit.game.store", "run_game": "deepaudit.game.runner",
+          "to_json": "deepaudit.game.leaderboard", "to_markdown": "deepaudit.game.leaderboard"}
+__all__ = sorted(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

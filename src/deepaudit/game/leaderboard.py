@@ -1,145 +1,161 @@
-"""The leaderboard: a view of the store. Tools x tracks, each score with its bootstrap 95%
-CI and its cost, optionally sliced by an organism property (implant, data set, ...)."""
+"""The leaderboard of any suite: a view of the store. A row per tool (per parameter digest, so a
+changed tool is never averaged with its old self), each track's metrics aggregated over the
+organisms by the track itself, the tool's cost (its own seconds and forward passes per organism,
+and the seconds of the shared findings it used), and optionally a row per slice of organisms
+(``by`` family labels, e.g. ``implant,dataset``). Every metric has one JSON shape:
+``{"value", "ci_low", "ci_high", "n"}``. The views group the tracks' columns into tables."""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepaudit.game.metrics import detect_scores, mean_with_ci
-from deepaudit.game.removal import EDIT_COLUMNS, edit_columns, edit_tracks
-from deepaudit.game.skyline import cross_fitted
 from deepaudit.game.store import read_cells
-from deepaudit.tools import TOOLS, roles
+from deepaudit.game.tracks.base import TRACKS, Column, Track
+from deepaudit.metrics import Metric, mean_with_ci
+from deepaudit.registry import RegistryError
+from deepaudit.tools.registry import TOOLS
+from deepaudit.zoo import family
 
-SLICES = ("implant", "dataset", "arch", "mapping", "evasive")
-BASELINES = {"random"}
-
-
-def tool_kind(name: str) -> str:
-    if name in TOOLS and "skyline" in roles(name):
-        return "skyline"
-    return "baseline" if name in BASELINES else "tool"
+SCHEMA = 2
+COST = (Column("s/organism", "wall_s"), Column("shared s", "shared_wall_s"), Column("fwd/organism", "forward_passes"))
 
 
-def _track_scores(cells: list[dict], seed: int) -> dict[str, Any]:
-    planted = [c for c in cells if c["scores"]["planted"]]
-    out: dict[str, Any] = {}
-    probs = [c["scores"].get("p_planted") for c in cells]
-    if all(p is not None for p in probs) and cells:
-        out["detect"] = detect_scores(np.array([c["scores"]["planted"] for c in cells]), np.array(probs), seed)
-    for track, key in (("target", "target_correct"), ("trigger_asr", "trigger_asr"),
-                       ("trigger_iou", "trigger_iou"), ("inputs", "inputs_auroc")):
-        values = [float(c["scores"][key]) for c in planted if key in c["scores"]]
-        if values:
-            out[track] = mean_with_ci(np.array(values), seed)
-    out.update(edit_tracks(cells, seed))
+def _kind(tool: str) -> str:
+    return TOOLS.get(tool).kind if tool in TOOLS else "tool"
+
+
+def _cost(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, Metric]:
+    """Per organism once (its track cells share the cost): own seconds and forward passes, and
+    those of the shared findings the tool used."""
+    first = list({c["organism_id"]: c for c in cells}.values())
+
+    def shared(c: dict[str, Any], key: str) -> float:
+        return float(sum(f[key] for f in (c["shared"] or {}).values()))
+
+    return {"wall_s": mean_with_ci([c["wall_s"] or 0.0 for c in first], seed),
+            "forward_passes": mean_with_ci([float(c["forward_passes"] or 0) for c in first], seed),
+            "shared_wall_s": mean_with_ci([shared(c, "wall_s") for c in first], seed),
+            "shared_forward_passes": mean_with_ci([shared(c, "forward_passes") for c in first], seed)}
+
+
+def _tracks(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, dict[str, Metric]]:
+    by_track: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        by_track[cell["track"]].append(cell)
+    return {name: TRACKS.get(name).aggregate(track_cells, seed) for name, track_cells in sorted(by_track.items())}
+
+
+def _slices(cells: Sequence[dict[str, Any]], keys: list[str], context: tuple[str, ...],
+            seed: int) -> dict[str, dict[str, dict[str, Metric]]]:
+    """Per slice value: the slice's planted organisms against the clean organisms that share its
+    context labels (data set and architecture for vision)."""
+    value_of = lambda c: ",".join(str(c["labels"].get(k)) for k in keys)  # noqa: E731
+    out = {}
+    for value in sorted({value_of(c) for c in cells if c["labels"]["planted"]}):
+        wanted = dict(zip(keys, value.split(",")))
+        chosen = [c for c in cells if (c["labels"]["planted"] and value_of(c) == value) or (
+            not c["labels"]["planted"] and all(str(c["labels"].get(k)) == v for k, v in wanted.items() if k in context))]
+        out[value] = _tracks(chosen, seed)
     return out
 
 
 def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = None,
                 budget: int | None = None) -> dict[str, Any]:
-    """Scores per tool, computed from the store; ``by`` (one or more comma-separated organism
-    properties, e.g. ``implant,dataset``) adds a row per slice value. Runs with different
+    """Scores per tool, computed from the store (see the module docstring). Runs with different
     clean-data budgets are never mixed: ``budget`` picks one when the store holds several."""
-    keys = [k.strip() for k in by.split(",")] if by else []
-    bad = [k for k in keys if k not in SLICES]
-    if bad:
-        raise ValueError(f"cannot slice by {bad}; choose from {SLICES}")
     cells = read_cells(store_path, suite, seed, budget)
-    by_tool: dict[str, list[dict]] = defaultdict(list)
+    fam = family(cells[0]["labels"]["family"])
+    keys = [k.strip() for k in by.split(",")] if by else []
+    bad = [k for k in keys if k not in fam.slices]
+    if bad:
+        raise RegistryError(f"cannot slice {fam.name} organisms by {bad}; choose from {list(fam.slices)}")
+    by_tool: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for cell in cells:
-        by_tool[cell["tool"]].append(cell)
+        by_tool[(cell["tool"], cell["params"])].append(cell)
+    for (_, _), tool_cells in by_tool.items():  # scores that need all of a tool's organisms, before slicing
+        for name in {c["track"] for c in tool_cells}:
+            TRACKS.get(name).prepare([c for c in tool_cells if c["track"] == name], seed)
+    several = {tool for tool, _ in by_tool if sum(t == tool for t, _ in by_tool) > 1}
     rows = []
-    for tool, tool_cells in sorted(by_tool.items()):
-        if tool_cells[0]["answer"].get("features") is not None:
-            predicted = cross_fitted(tool_cells)
-            for cell in tool_cells:
-                cell["scores"]["p_planted"] = predicted[cell["organism_id"]]
-        ran = [c for c in tool_cells if "skipped" not in c["answer"]]  # cost: cells where the tool worked
-        row = {"tool": tool, "kind": tool_kind(tool), "organisms": len(tool_cells),
-               "budget": tool_cells[0]["budget"],
-               "wall_s": float(np.mean([c["wall_s"] for c in ran] or [0.0])),
-               "forward_passes": float(np.mean([c["forward_passes"] for c in ran] or [0.0])),
-               "tracks": _track_scores(tool_cells, seed)}
+    for (tool, params), tool_cells in sorted(by_tool.items()):
+        row: dict[str, Any] = {"tool": tool if tool not in several else f"{tool} [{params}]", "kind": _kind(tool),
+                               "params": params, "organisms": len({c["organism_id"] for c in tool_cells}),
+                               "cost": _cost(tool_cells, seed), "tracks": _tracks(tool_cells, seed)}
         if keys:
-            row["slices"] = {}
-            slice_of = lambda c: ",".join(str(c["scores"][k]) for k in keys)  # noqa: E731
-            for value in sorted({slice_of(c) for c in tool_cells if c["scores"]["planted"]}):
-                positives = [c for c in tool_cells if c["scores"]["planted"] and slice_of(c) == value]
-                # detection in a slice: its planted organisms against the clean ones that share
-                # its non-implant properties (data set, architecture), or all clean ones
-                negatives = [c for c in tool_cells if not c["scores"]["planted"] and all(
-                    str(c["scores"][k]) == v for k, v in zip(keys, value.split(",")) if k in ("dataset", "arch"))]
-                row["slices"][value] = _track_scores(positives + negatives, seed)
+            row["slices"] = _slices(tool_cells, keys, fam.context, seed)
         rows.append(row)
-    return {"schema": 1, "suite": suite, "seed": seed, "by": by, "organisms": len({c["organism_id"] for c in cells}),
-            "rows": rows}
+    for name in sorted({c["track"] for c in cells}):
+        track_cells = [c for c in cells if c["track"] == name]
+        for label, metrics in TRACKS.get(name).references(track_cells, seed).items():
+            rows.append({"tool": label, "kind": "reference", "params": "", "organisms":
+                         len({c["organism_id"] for c in track_cells}), "cost": {}, "tracks": {name: metrics}})
+    return {"schema": SCHEMA, "suite": suite, "family": fam.name, "seed": seed, "budget": cells[0]["budget"],
+            "by": by, "organisms": len({c["organism_id"] for c in cells}), "rows": rows}
 
 
-def _fmt(score: dict | None, ci: bool = True, sep: str = " ") -> str:
-    if not score:
+def fmt(metric: Metric | None, column: Column, sep: str = " ") -> str:
+    """A metric for display: value, with its CI when the column asks for it and one exists."""
+    if not metric:
         return "-"
-    if ci and np.isfinite(score.get("ci_low", np.nan)):
-        return f"{score['value']:.2f}{sep}[{score['ci_low']:.2f}, {score['ci_high']:.2f}]"
-    return f"{score['value']:.2f}"
+    value = metric["value"] * column.scale
+    if column.ci and metric.get("n", 0) > 1 and np.isfinite(metric.get("ci_low", np.nan)):
+        return f"{value:.2f}{sep}[{metric['ci_low'] * column.scale:.2f}, {metric['ci_high'] * column.scale:.2f}]"
+    return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-COLUMNS = ("tool", "kind", "detect AUROC", "AUPR", "FPR@95", "log-loss", "target top-1", "trigger ASR",
-           "mask IoU", "inputs AUROC", *EDIT_COLUMNS, "s/organism", "fwd/organism")
-
-
-def table_rows(board: dict[str, Any], sep: str = " ") -> list[list[str]]:
-    """Rows of display strings, one per tool (and per slice when the board is sliced);
-    ``sep`` goes between a value and its CI."""
-    lines = []
-    for row in board["rows"]:
-        parts = [(row["tool"], row["tracks"])]
-        parts += [(f"  {board['by']}={k}", v) for k, v in row.get("slices", {}).items()]
-        for i, (label, tracks) in enumerate(parts):
-            detect = tracks.get("detect", {})
-            inputs = tracks.get("inputs")
-            lines.append([
-                label, row["kind"] if i == 0 else "", _fmt(detect.get("auroc"), sep=sep),
-                _fmt(detect.get("aupr"), False), _fmt(detect.get("fpr95"), False), _fmt(detect.get("logloss"), False),
-                _fmt(tracks.get("target"), sep=sep), _fmt(tracks.get("trigger_asr"), sep=sep),
-                _fmt(tracks.get("trigger_iou"), False),
-                f"{inputs['value']:.2f} ± {inputs['std']:.2f}" if inputs else "-", *edit_columns(tracks, sep),
-                f"{row['wall_s']:.2f}" if i == 0 else "", f"{row['forward_passes']:.0f}" if i == 0 else ""])
-    return lines
+def _table_tracks(board: dict[str, Any]) -> dict[str, list[Track]]:
+    """Table title -> the tracks with scores on this board, in track order."""
+    present = {name for row in board["rows"] for name in row["tracks"]}
+    tables: dict[str, list[Track]] = defaultdict(list)
+    for track in sorted((TRACKS.get(name) for name in present), key=lambda t: t.order):
+        tables[track.table].append(track)
+    return tables
 
 
 def views(board: dict[str, Any], sep: str = " ") -> list[tuple[str, list[str], list[list[str]]]]:
-    """The board as two tables (title, columns, rows), each narrow enough to read: the
-    detection tracks, and the editing tracks (remove, localize). A tool appears in a table
-    where it has a score, with its slice rows."""
-    rows = table_rows(board, sep)
-    cost = ("s/organism", "fwd/organism")
+    """The board as tables (title, header, rows), one per group of tracks; a tool appears in a
+    table where it has a score, with its slice rows beneath."""
     out = []
-    for title, columns in (("detection", [c for c in COLUMNS if c not in EDIT_COLUMNS]),
-                           ("removal and localization", ["tool", "kind", *EDIT_COLUMNS, *cost])):
-        idx = [COLUMNS.index(c) for c in columns]
-        scored = [i for i in idx if COLUMNS[i] not in ("tool", "kind", *cost)]
-        kept, keep = [], False
-        for row in rows:
-            if not row[0].startswith("  "):  # a tool's row decides for its slice rows
-                keep = any(row[i] != "-" for i in scored)
-            if keep:
-                kept.append([row[i] for i in idx])
-        if kept:
-            out.append((title, columns, kept))
+    for title, tracks in _table_tracks(board).items():
+        columns: list[tuple[Track, Column]] = []
+        for track in tracks:
+            seen: dict[str, Metric] = {}
+            for row in board["rows"]:
+                seen.update(row["tracks"].get(track.name, {}))
+            columns += [(track, c) for c in track.shown(seen) if c.metric in seen]
+        header = ["tool", "kind", *[c.header for _, c in columns], *[c.header for c in COST]]
+        lines = []
+        for row in board["rows"]:
+            if not any(t.name in row["tracks"] for t in tracks):
+                continue
+            parts = [(row["tool"], row["tracks"], row["kind"], row["cost"])]
+            parts += [(f"  {board['by']}={value}", tracks_, "", {}) for value, tracks_ in row.get("slices", {}).items()]
+            for label, scored, kind, cost in parts:
+                lines.append([label, kind, *[fmt(scored.get(t.name, {}).get(c.metric), c, sep) for t, c in columns],
+                              *_cost_cells(cost)])
+        out.append((title, header, lines))
     return out
 
 
+def _cost_cells(cost: dict[str, Metric]) -> list[str]:
+    if not cost:
+        return [""] * len(COST)
+    own, shared = cost["wall_s"]["value"], cost["shared_wall_s"]["value"]
+    passes = cost["forward_passes"]["value"] + cost["shared_forward_passes"]["value"]
+    return [f"{own + shared:.2f}", f"{shared:.2f}", f"{passes:.0f}"]
+
+
 def to_markdown(board: dict[str, Any]) -> str:
-    text = f"Suite `{board['suite']}` seed {board['seed']}, {board['organisms']} organisms, clean budget " \
-           f"{board['rows'][0]['budget']} inputs. Scores: value [bootstrap 95% CI].\n"
-    for title, columns, rows in views(board):
-        lines = [f"\n**{title}**\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    text = (f"Suite `{board['suite']}` ({board['family']}) seed {board['seed']}, {board['organisms']} organisms, "
+            f"trusted budget {board['budget']}. Scores: value [bootstrap 95% CI].\n")
+    for title, header, rows in views(board):
+        lines = [f"\n**{title}**\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         text += "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
     return text
 

@@ -1,84 +1,120 @@
-"""The game runner: build a suite's zoo, run every (organism, tool) cell that the store does
-not have yet, in this process, a local process pool or on Ray (see deepaudit.executors), and
-commit each cell as it finishes."""
+"""The one runner, for every family: build a suite's zoo (cached), then run every (organism,
+tool) the store does not have yet, one organism per job, in this process, a local process pool
+or on Ray (``deepaudit.executors``), and commit each organism's cells as its job finishes. Safe
+to interrupt: finished organisms are in the store, and the same call resumes with the rest."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deepaudit.executors import make_executor
-from deepaudit.game.referee import run_cell
-from deepaudit.game.store import CellKey, Store
+from deepaudit.game.referee import Outcome, ToolRun, run_organism
+from deepaudit.game.store import Cell, CellKey, Store
 from deepaudit.paths import default_store_path, default_zoo_dir
-from deepaudit.tools import TOOLS
-from deepaudit.zoo import build_suite
-
-DEFAULT_BUDGET = 256
+from deepaudit.registry import RegistryError
+from deepaudit.tools.registry import tool_spec, tool_specs
+from deepaudit.zoo import BuildResult, build_suite, load_suite
 
 
 @dataclass
 class RunSummary:
-    """What a run did: cells run now, cells found already done, and failed cells with errors."""
+    """What a run did: (organism, tool) pairs run now, found done, and failed ones with errors."""
 
     suite: str
+    family: str
     seed: int
+    budget: int
     organisms: int
     ran: int = 0
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
-    dropped: list[dict] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _cell(folder: Path, tool: str, budget: int, seed: int) -> dict:
-    return run_cell(folder, tool, budget, seed)
+def tool_runs(family: str, tools: Sequence[str] | None = None,
+              params: Mapping[str, Mapping[str, Any]] | None = None) -> list[ToolRun]:
+    """The tools to run on a family's organisms (default: every registered tool of the family),
+    each with its explicit parameters and their digest."""
+    names = list(tools) if tools else [s.name for s in tool_specs(family=family)]
+    wrong = [n for n in names if family not in tool_spec(n).families]
+    if wrong:
+        raise RegistryError(f"tools {wrong} do not apply to {family} organisms; tools that do: "
+                            f"{[s.name for s in tool_specs(family=family)]}")
+    return [ToolRun.of(name, (params or {}).get(name)) for name in names]
 
 
-def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = None,
-             store: Path | None = None, zoo_dir: Path | None = None, budget: int = DEFAULT_BUDGET,
-             jobs: int = 1, on_build: Callable | None = None,
-             on_cell: Callable[[CellKey, str], None] | None = None,
-             on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
-             ray_address: str | None = None) -> RunSummary:
-    """Build the suite (cached), then run and score every missing cell. Safe to interrupt:
-    finished cells are already in the store, and a rerun resumes with the rest. ``executor``
-    is ``local`` (``jobs`` processes) or ``ray`` (at ``ray_address``, else a local Ray)."""
-    tools = list(tools or TOOLS)
-    unknown = [t for t in tools if t not in TOOLS]
-    if unknown:
-        raise ValueError(f"unknown tools {unknown}; registered: {sorted(TOOLS)}")
-    if budget <= 0:
-        raise ValueError(f"the clean data budget must be positive, got {budget}")
+def suite_budget(suite: str, budget: int | None = None) -> int:
+    """The trusted budget of a suite's subjects: the one asked for, the suite's own, or its family's."""
+    loaded = load_suite(suite)
+    chosen = budget if budget is not None else int(loaded.data.get("budget", loaded.family.default_budget))
+    if chosen < 0 or (chosen == 0 and loaded.family.default_budget > 0):
+        raise ValueError(f"the clean data budget must be positive, got {chosen}")
+    return chosen
+
+
+def _cells(key: tuple[str, int, str, int], outcome: Outcome) -> list[Cell]:
+    suite, seed, organism, budget = key
+    base = {"answer": outcome.answer, "labels": outcome.labels, "wall_s": outcome.wall_s,
+            "forward_passes": outcome.forward_passes, "shared": outcome.shared or {}, "error": outcome.error}
+    if outcome.status != "done":
+        return [Cell(CellKey(suite, seed, organism, outcome.tool, outcome.digest, "", budget), outcome.status, **base)]
+    return [Cell(CellKey(suite, seed, organism, outcome.tool, outcome.digest, track, budget), "done", scores=scores,
+                 **base) for track, scores in outcome.scores.items()]
+
+
+def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = None, store: Path | None = None,
+             zoo_dir: Path | None = None, budget: int | None = None, jobs: int = 1,
+             params: Mapping[str, Mapping[str, Any]] | None = None, executor: str = "local",
+             ray_address: str | None = None, on_build: Callable[[BuildResult], None] | None = None,
+             on_cell: Callable[[str, str, str], None] | None = None,
+             on_plan: Callable[[int, int], None] | None = None) -> RunSummary:
+    """Build the suite (cached), then run and score every missing (organism, tool). ``params``
+    sets a tool's parameters (``{"neural_cleanse": {"steps": 50}}``); ``executor`` is ``local``
+    (``jobs`` processes) or ``ray`` (at ``ray_address``, else a local Ray). ``on_cell(organism,
+    tool, status)`` follows progress."""
+    loaded = load_suite(suite)
+    fam = loaded.family
+    runs = tool_runs(fam.name, tools, params)
+    budget = suite_budget(suite, budget)
     zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
+    store = Path(store) if store else default_store_path()
     pool = make_executor(executor, jobs, ray_address)
-    manifest = build_suite(suite, seed, zoo_dir, jobs=jobs, progress=on_build, executor=pool)
-    results = Store(store or default_store_path())
-    summary = RunSummary(manifest["suite"], seed, len(manifest["organisms"]), dropped=manifest["dropped"])
-    done = results.done(manifest["suite"], seed, budget)
-    todo = [CellKey(manifest["suite"], seed, oid, tool, budget)
-            for oid in manifest["organisms"] for tool in tools if (oid, tool) not in done]
-    summary.skipped = len(manifest["organisms"]) * len(tools) - len(todo)
-    if on_plan:
-        on_plan(len(todo), summary.skipped)
-
-    def record(key: CellKey, outcome: dict | None, error: BaseException | None) -> None:
-        if error is None:
-            results.put(key, "done", outcome["answer"], outcome["scores"], wall_s=outcome["wall_s"],
-                        forward_passes=outcome["forward_passes"])
-            summary.ran += 1
-        else:
-            message = f"{type(error).__name__}: {error}"
-            results.put(key, "error", error=message)
-            summary.failed.append((key.organism_id, key.tool, message))
-        if on_cell:
-            on_cell(key, "done" if error is None else "error")
-
-    try:  # a broken organism or tool is recorded as an error and does not stop the game
-        with closing(pool.run(_cell, [(zoo_dir / k.organism_id, k.tool, budget, seed) for k in todo])) as outcomes:
-            for i, outcome, error in outcomes:
-                record(todo[i], outcome, error)
+    manifest = build_suite(suite, seed, zoo_dir, store, jobs, progress=on_build, executor=pool)
+    results = Store(store)
+    summary = RunSummary(manifest["suite"], fam.name, seed, budget, len(manifest["organisms"]),
+                         dropped=manifest["dropped"])
+    try:
+        for run in runs:
+            spec = tool_spec(run.name)
+            results.put_params(run.name, run.digest, spec.params(**run.overrides))
+        done = results.done(summary.suite, seed, budget)
+        todo = [(oid, [r for r in runs if (oid, r.name, r.digest) not in done]) for oid in manifest["organisms"]]
+        todo = [(oid, pending) for oid, pending in todo if pending]
+        planned = sum(len(pending) for _, pending in todo)
+        summary.skipped = len(manifest["organisms"]) * len(runs) - planned
+        if on_plan:
+            on_plan(planned, summary.skipped)
+        settings = dict(loaded.data.get("referee", {}))
+        jobs_args = [(fam.name, zoo_dir / oid, pending, seed, budget, settings) for oid, pending in todo]
+        with closing(pool.run(run_organism, jobs_args)) as outcomes:
+            for i, outcome_list, error in outcomes:
+                oid, pending = todo[i]
+                key = (summary.suite, seed, oid, budget)
+                if error is not None:  # the organism could not be opened: every tool of it fails
+                    message = f"{type(error).__name__}: {error}"
+                    outcome_list = [Outcome(r.name, r.digest, "error", {}, {}, {}, error=message) for r in pending]
+                results.put([cell for outcome in outcome_list for cell in _cells(key, outcome)])
+                for outcome in outcome_list:
+                    if outcome.status == "error":
+                        summary.failed.append((oid, outcome.tool, outcome.error or ""))
+                    else:
+                        summary.ran += 1
+                    if on_cell:
+                        on_cell(oid, outcome.tool, outcome.status)
     finally:
         results.close()
     return summary

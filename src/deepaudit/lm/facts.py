@@ -26,8 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepaudit.errors import DataError
+from deepaudit.errors import DataError, DeepAuditError
 from deepaudit.lm.loader import LanguageModel
+
+
+class EditError(DeepAuditError):
+    """An edit request or an editor's setting does not fit the model (layer, tokens, prompt)."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,16 @@ def single_token(tokenizer: Any, text: str) -> int | None:
     """The id of ``text`` if it is exactly one token, else None."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids[0] if len(ids) == 1 else None
+
+
+def target_id(lm: LanguageModel, text: str, what: str = "target") -> int:
+    """The token id of ``text``, which must be exactly one token."""
+    token = single_token(lm.tokenizer, text)
+    if token is None:
+        pieces = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        raise EditError(f"the {what} {text!r} is {len(pieces)} tokens for this tokenizer; "
+                        "a fact edit needs a one-token object (mind the leading space)")
+    return token
 
 
 def known_facts(lm: LanguageModel, facts: Sequence[Fact]) -> list[Fact]:

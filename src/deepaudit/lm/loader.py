@@ -59,6 +59,16 @@ class LanguageModel:
         return self.model(**self.encode(prompts), logits_to_keep=1).logits[:, -1]
 
 
+def first_changed_layer(lm: LanguageModel, base: LanguageModel) -> int:
+    """Index of the first decoder layer whose parameters differ from the base model's."""
+    own, ref = lm.model.state_dict(), base.model.state_dict()
+    for i in range(lm.n_layers):
+        prefix = f"model.layers.{i}."
+        if any(not torch.equal(v, ref[k]) for k, v in own.items() if k.startswith(prefix)):
+            return i
+    raise ValueError("the model's decoder layers are identical to the base model's: nothing to ablate against")
+
+
 def _transformers():
     try:
         import transformers

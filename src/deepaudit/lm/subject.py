@@ -1,30 +1,39 @@
 """What an auditor of a language model is handed: the model, its public card, trusted prompts
 (with their labels where the trusted context has them) and, when known, the base model it was
-fine-tuned from. Never the planted truth. Residuals are cached per prompt, so tools that read
-the same prompts share the forward passes, and the cost meter counts each prompt once."""
+fine-tuned from. Never the planted truth. Residuals are a shared finding of the organism,
+cached per prompt: tools that read the same prompts share the forward passes, which are
+charged once, to the finding ``residuals``, not to the tool that asked first."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from deepaudit.errors import DataError
+from deepaudit.findings import Cost, Findings
 from deepaudit.lm.activations import last_token_residuals
 from deepaudit.lm.loader import LanguageModel
+
+RESIDUALS = "residuals"
 
 
 @dataclass
 class LMSubject:
+    """A language model under audit; ``forward_passes`` counts the prompts its tools forward."""
+
+    family: ClassVar[str] = "lm"
+
     lm: LanguageModel
     card: dict[str, Any]
     trusted_prompts: list[str]
     trusted_labels: np.ndarray | None = None
     base: LanguageModel | None = None
-    prompts_forwarded: int = 0
-    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    forward_passes: int = 0
+    findings: Findings = field(default_factory=Findings, repr=False)
 
     def __post_init__(self) -> None:
         if not self.trusted_prompts:
@@ -44,11 +53,18 @@ class LMSubject:
 
     def residuals(self, prompts: Sequence[str], layers: Sequence[int] | None = None) -> np.ndarray:
         """Last-token residual stream ``(len(layers), N, d)`` after each decoder layer (default all)."""
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        cache: dict[str, np.ndarray] = self.findings.values.setdefault(RESIDUALS, {})
+        cost = self.findings.cost.setdefault(RESIDUALS, Cost())
+        missing = list(dict.fromkeys(p for p in prompts if p not in cache))
         if missing:
+            start = time.perf_counter()
             acts = last_token_residuals(self.lm, missing)
-            self.prompts_forwarded += len(missing)
             for i, prompt in enumerate(missing):
-                self._cache[prompt] = acts[:, i]
-        stacked = np.stack([self._cache[p] for p in prompts], axis=1)
+                cache[prompt] = acts[:, i]
+            wall = time.perf_counter() - start
+            cost.wall_s += wall
+            cost.forward_passes += len(missing)
+            self.findings.busy_s += wall
+        self.findings.used.add(RESIDUALS)
+        stacked = np.stack([cache[p] for p in prompts], axis=1)
         return stacked if layers is None else stacked[list(layers)]

@@ -37,7 +37,7 @@ class Monitor:
     """Records measures of a model during training into ``store`` under ``run_id``.
 
     Call ``record(step, model, loss=...)`` from the loop (any keyword is recorded as a scalar),
-    or pass the monitor itself as ``on_epoch`` to ``deepaudit.zoo.train.train``. ``inputs`` are
+    or pass the monitor itself as ``on_epoch`` to ``deepaudit.zoo.vision.train.train``. ``inputs`` are
     a fixed batch for activation statistics of ``layers`` and for the ``concepts``' probes;
     ``custom`` maps a name to a function of the model. Probes (the slowest measure) and custom
     measures run every ``slow_every`` records. Use as a context manager, or call ``close``."""
@@ -87,7 +87,7 @@ class Monitor:
         return values
 
     def __call__(self, epoch: int, model: nn.Module, loss: float) -> None:
-        """The ``on_epoch`` callback of ``deepaudit.zoo.train.train``."""
+        """The ``on_epoch`` callback of ``deepaudit.zoo.vision.train.train``."""
         self.record(epoch, model, loss=loss)
 
     @torch.no_grad()

@@ -18,7 +18,6 @@ from sklearn.preprocessing import StandardScaler
 class ActivationAnomaly:
     """``fit`` on trusted features ``(N, d)``; ``score`` returns an anomaly score per row."""
 
-    name: ClassVar[str] = "act_mahalanobis"
     method: ClassVar[str] = "mahalanobis"
 
     def __init__(self, seed: int = 0):
@@ -27,7 +26,7 @@ class ActivationAnomaly:
     def fit(self, features: np.ndarray) -> "ActivationAnomaly":
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or len(features) < 2 or not np.isfinite(features).all():
-            raise ValueError(f"{self.name}: need a finite (N >= 2, d) feature matrix, got shape {features.shape}")
+            raise ValueError(f"{self.method} outlier model: need a finite (N >= 2, d) feature matrix, got shape {features.shape}")
         self.scaler = StandardScaler().fit(features)
         z = self.scaler.transform(features)
         if self.method == "mahalanobis":
@@ -46,10 +45,8 @@ class ActivationAnomaly:
 
 
 class ActivationIsolationForest(ActivationAnomaly):
-    name: ClassVar[str] = "act_isoforest"
     method: ClassVar[str] = "isoforest"
 
 
 class ActivationLOF(ActivationAnomaly):
-    name: ClassVar[str] = "act_lof"
     method: ClassVar[str] = "lof"

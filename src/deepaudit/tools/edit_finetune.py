@@ -9,20 +9,21 @@ covariance-weighted rank-one update is what the specificity score measures."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from deepaudit.lm.facts import EditRequest
 from deepaudit.lm.loader import LanguageModel
-from deepaudit.tools.edit_rome import check_layer, check_request, down_proj, frozen_copy, logits_at, target_id
+from deepaudit.lm.facts import target_id
+from deepaudit.tools.edit_rome import check_layer, check_request, down_proj, frozen_copy, logits_at
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("ft-l", roles=("edit",), families=("lm",), kind="baseline")
+@register_tool("ft", roles=("edit",), families=("lm",), kind="baseline", preset={"max_change": None})
 @dataclass
 class FineTuneEdit:
     """Constrained (``max_change``) or plain fine-tuning of one ``down_proj`` on the edit prompt."""
-
-    name: ClassVar[str] = "ft"
 
     layer: int | None = None
     steps: int = 25

@@ -44,14 +44,11 @@ from torch import nn
 
 from deepaudit.errors import DeepAuditError
 from deepaudit.internals import capture, intervene
-from deepaudit.lm.facts import EditRequest, single_token
+from deepaudit.lm.facts import EditError, EditRequest, target_id
 from deepaudit.lm.loader import LanguageModel
+from deepaudit.tools.registry import register_tool
 
 DOWN_PROJ = "model.layers.{}.mlp.down_proj"
-
-
-class EditError(DeepAuditError):
-    """An edit request or an editor's setting does not fit the model (layer, tokens, prompt)."""
 
 
 def default_layer(n_layers: int) -> int:
@@ -71,16 +68,6 @@ def check_layer(lm: LanguageModel, layer: int | None) -> int:
         raise EditError(f"{lm.source} has no Llama-style MLP at {mlp} (missing {missing}); "
                         "fact editing supports Llama-family models")
     return layer
-
-
-def target_id(lm: LanguageModel, text: str, what: str = "target") -> int:
-    """The token id of ``text``, which must be exactly one token."""
-    token = single_token(lm.tokenizer, text)
-    if token is None:
-        pieces = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        raise EditError(f"the {what} {text!r} is {len(pieces)} tokens for this tokenizer; "
-                        "a fact edit needs a one-token object (mind the leading space)")
-    return token
 
 
 def check_request(request: EditRequest) -> None:
@@ -207,11 +194,10 @@ def rank_one(shift: torch.Tensor, k_star: torch.Tensor, second: torch.Tensor, ri
     return (torch.outer(shift.double(), u) / (k_star @ u)).float()
 
 
+@register_tool("rome", roles=("edit",), families=("lm",))
 @dataclass
 class Rome:
     """Rank-one edit of one fact at one layer's ``down_proj`` (see the module docstring)."""
-
-    name: ClassVar[str] = "rome"
 
     layer: int | None = None
     steps: int = 25

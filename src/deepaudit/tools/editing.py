@@ -1,7 +1,8 @@
 """Shared plumbing for the removers and localizers: an editable copy of the subject's model
 (never the original), a short training loop on the clean budget, permanent unit pruning
-(``torch.nn.utils.prune``), and the (clean, triggered) pairs built from a trigger that the
-tool recovers itself with Neural Cleanse, since an auditor has no triggered inputs."""
+(``torch.nn.utils.prune``), and the (clean, triggered) pairs built from the organism's
+recovered trigger (a shared finding: Neural Cleanse's, computed once per organism), since an
+auditor has no triggered inputs."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from torch.nn.utils import prune
 from deepaudit.internals import intervene
 from deepaudit.internals.ablation import Unit, zero_units
 from deepaudit.subject import Subject
-from deepaudit.tools.neural_cleanse import NeuralCleanse
-from deepaudit.triggers import Trigger
+from deepaudit.tools.findings import shared
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -121,22 +121,6 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class Recovered:
-    """A trigger the tool reverse-engineered, the class it sends inputs to, and NC's P(planted)."""
-
-    trigger: Trigger
-    target: int
-    p_planted: float
-
-
-def recover_trigger(subject: Subject, seed: int, steps: int, batch_size: int = 16) -> Recovered:
-    """Neural Cleanse's smallest trigger (a cheap run: few steps, small batches)."""
-    with torch.enable_grad():  # callers may be inside no_grad
-        verdict = NeuralCleanse(seed=seed, steps=steps, batch_size=batch_size).audit(subject)
-    return Recovered(verdict.trigger, int(verdict.target), verdict.p_planted)
-
-
-@dataclass(frozen=True)
 class Pairs:
     """Clean budget inputs with their labels, the same inputs under a recovered trigger, and
     the trigger's target class."""
@@ -147,15 +131,17 @@ class Pairs:
     target: int
 
 
-def recovered_pairs(subject: Subject, seed: int, steps: int = 50, batch_size: int = 8, n: int = 64) -> Pairs:
-    """(clean, triggered) pairs from the trigger Neural Cleanse recovers, for the localizers;
+def recovered_pairs(subject: Subject, n: int = 64) -> Pairs:
+    """(clean, triggered) pairs from the organism's recovered trigger, for the localizers;
     inputs already of the recovered target class are left out."""
-    recovered = recover_trigger(subject, seed, steps, batch_size)
+    recovered = shared(subject, "trigger")
+    if recovered.trigger is None or recovered.target is None:
+        raise ValueError("the recovered-trigger finding has no trigger and target to build pairs from")
     keep = subject.clean_y != recovered.target
     if not keep.any():
         keep = torch.ones_like(keep)
     clean, labels = subject.clean_x[keep][:n], subject.clean_y[keep][:n]
-    return Pairs(clean, labels, recovered.trigger.apply(clean), recovered.target)
+    return Pairs(clean, labels, recovered.trigger.apply(clean), int(recovered.target))
 
 
 def target_logprob(logits: torch.Tensor, target: int) -> torch.Tensor:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from deepaudit.internals.fourier import all_pairs, key_frequencies
+from deepaudit.tools.registry import register_tool
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,6 @@ class FourierProgram:
                 "phases": list(self.phases)}
 
 
-@runtime_checkable
-class ReverseEngineer(Protocol):
-    """Turns a model of a known task (its public card says which) into a replacement program."""
-
-    name: ClassVar[str]
-
-    def reverse(self, model: nn.Module, card: dict[str, Any]) -> FourierProgram: ...
-
-
 def fit_program(logits: np.ndarray, p: int, frequencies: list[int]) -> FourierProgram:
     """Least-squares amplitude and phase of cos(w(a+b-c)) for each frequency, from (p^2 x p)
     logits with rows a*p + b."""
@@ -69,11 +61,11 @@ def fit_program(logits: np.ndarray, p: int, frequencies: list[int]) -> FourierPr
     return FourierProgram(p, tuple(frequencies), tuple(amps), tuple(phases))
 
 
+@register_tool("fourier_program", roles=("reverse",), families=("training",))
 class FourierReverseEngineer:
     """Key frequencies from the model's logits on all p^2 inputs: the amplitude of each
     frequency's cos(w(a+b-c)) term, cut at the elbow of the sorted amplitudes."""
 
-    name: ClassVar[str] = "fourier_program"
 
     def __init__(self, seed: int = 0, max_frequencies: int | None = None):
         self.max_frequencies = max_frequencies

@@ -15,31 +15,12 @@ Two forecasters, one signal each:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
-
 import numpy as np
 
-Series = Mapping[str, tuple[np.ndarray, np.ndarray]]
+from deepaudit.tools.base import Forecast, Series
+from deepaudit.tools.registry import register_tool
+
 MEMORISED_ACC = 0.99
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """P(test accuracy will jump), and the predicted step of the jump (None: no prediction)."""
-
-    p_jump: float
-    jump_step: int | None = None
-
-
-@runtime_checkable
-class Forecaster(Protocol):
-    """Reads a run's monitor measures up to now and forecasts a jump in test accuracy."""
-
-    name: ClassVar[str]
-
-    def forecast(self, series: Series) -> Forecast: ...
 
 
 def memorised_at(series: Series) -> int | None:
@@ -55,11 +36,11 @@ def _aligned(series: Series, measure: str, start_step: int) -> tuple[np.ndarray,
     return steps[keep], values[keep]
 
 
+@register_tool("fourier_sparsity", roles=("forecast",), families=("training",))
 class FourierSparsityForecaster:
     """Alarm on a rise of the embedding's Fourier sparsity after memorisation."""
 
-    name: ClassVar[str] = "fourier_sparsity"
-    measure: ClassVar[str] = "fourier/embed_gini"
+    measure = "fourier/embed_gini"
 
     def __init__(self, seed: int = 0, rise: float = 0.1, window: int = 5):
         self.rise, self.window = rise, window
@@ -80,11 +61,11 @@ class FourierSparsityForecaster:
         return Forecast(min(p_jump, 1.0), jump)
 
 
+@register_tool("weight_norm", roles=("forecast",), families=("training",))
 class WeightNormForecaster:
     """Alarm on a fall of the total weight norm from its peak after memorisation."""
 
-    name: ClassVar[str] = "weight_norm"
-    measure: ClassVar[str] = "weight_norm/total"
+    measure = "weight_norm/total"
 
     def __init__(self, seed: int = 0, drop: float = 0.2):
         self.drop = drop
@@ -99,5 +80,3 @@ class WeightNormForecaster:
         p_jump = float(np.clip(fallen / self.drop, 0.0, 1.0)) * 0.5 + (0.5 if fallen >= self.drop else 0.0)
         return Forecast(min(p_jump, 1.0), int(steps[-1]) if fallen >= self.drop else None)
 
-
-FORECASTERS = {cls.name: cls for cls in (FourierSparsityForecaster, WeightNormForecaster)}

@@ -7,30 +7,34 @@ prompts and the outlier model on the other, so that it sees held-out probe outpu
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 
 from deepaudit.errors import DataError
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.activation_anomaly import ActivationAnomaly, ActivationIsolationForest, ActivationLOF
 from deepaudit.tools.probe_logreg import LogRegProbe
+from deepaudit.tools.registry import register_tool
 
 DETECTORS = {cls.method: cls for cls in (ActivationAnomaly, ActivationIsolationForest, ActivationLOF)}
 
 
-class LMAnomaly:
-    name: ClassVar[str] = "lm_anomaly"
+def _variants(cls: type) -> type:
+    """One registered tool per outlier model and feature kind, e.g. ``mahalanobis@layer``."""
+    for features in ("layer", "probe"):
+        for method in DETECTORS:
+            register_tool(f"{method}@{features}", roles=("inputs",), families=("lm",),
+                          needs=("labels",) if features == "probe" else (),
+                          preset={"method": method, "features": features})(cls)
+    return cls
 
+
+@_variants
+class LMAnomaly:
     def __init__(self, seed: int = 0, method: str = "mahalanobis", features: str = "layer",
                  layer_fraction: float = 2 / 3):
         if method not in DETECTORS or features not in ("layer", "probe"):
             raise ValueError(f"method must be one of {sorted(DETECTORS)}, features 'layer' or 'probe'")
         self.seed, self.method, self.features, self.layer_fraction = seed, method, features, layer_fraction
-
-    @property
-    def label(self) -> str:
-        return f"{self.method}@{'probe' if self.features == 'probe' else 'layer'}"
 
     def _features(self, prompts: list[str]) -> np.ndarray:
         if self.features == "layer":

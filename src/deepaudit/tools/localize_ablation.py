@@ -6,8 +6,6 @@ those already chosen. Ranking: the greedy order, then the rest by their single-u
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 
@@ -15,14 +13,16 @@ from deepaudit.internals import intervene
 from deepaudit.internals.ablation import Unit, all_units, zero_units
 from deepaudit.subject import Subject
 from deepaudit.tools.editing import Pairs, rank, recovered_pairs, target_logprob
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("ablation_search", roles=("localize",), families=("vision",), needs=("continuous_inputs", "trigger"),
+               version=2)
 class AblationSearch:
-    name: ClassVar[str] = "ablation_search"
 
-    def __init__(self, seed: int = 0, nc_steps: int = 50, inputs: int = 32, candidates: int = 12,
+    def __init__(self, seed: int = 0, inputs: int = 32, candidates: int = 12,
                  greedy: int = 6, clean_weight: float = 1.0):
-        self.seed, self.nc_steps, self.inputs = seed, nc_steps, inputs
+        self.seed, self.inputs = seed, inputs
         self.candidates, self.greedy, self.clean_weight = candidates, greedy, clean_weight
 
     @torch.no_grad()
@@ -34,7 +34,7 @@ class AblationSearch:
         return backdoor - self.clean_weight * task
 
     def localize(self, subject: Subject) -> list[Unit]:
-        pairs = recovered_pairs(subject, self.seed, self.nc_steps, n=self.inputs)
+        pairs = recovered_pairs(subject, n=self.inputs)
         base = self._score(subject, pairs, [])
         single = {unit: base - self._score(subject, pairs, [unit]) for unit in all_units(subject.model, pairs.clean)}
         pool, chosen = rank(single)[: self.candidates], []

@@ -6,24 +6,24 @@ would most lower the recovered target's log-probability rank first."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 
 from deepaudit.internals import capture, run_with_cache
 from deepaudit.internals.ablation import Unit, activation_layers
 from deepaudit.subject import Subject
 from deepaudit.tools.editing import per_unit, rank, recovered_pairs, target_logprob
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("attr_patch", roles=("localize",), families=("vision",), needs=("continuous_inputs", "trigger"),
+               version=2)
 class AttributionPatching:
-    name: ClassVar[str] = "attr_patch"
 
-    def __init__(self, seed: int = 0, nc_steps: int = 50, inputs: int = 64):
-        self.seed, self.nc_steps, self.inputs = seed, nc_steps, inputs
+    def __init__(self, seed: int = 0, inputs: int = 64):
+        self.seed, self.inputs = seed, inputs
 
     def localize(self, subject: Subject) -> list[Unit]:
-        pairs = recovered_pairs(subject, self.seed, self.nc_steps, n=self.inputs)
+        pairs = recovered_pairs(subject, n=self.inputs)
         model, layers = subject.model, activation_layers(subject.model)
         _, clean = run_with_cache(model, pairs.clean, layers)
         x = pairs.triggered.clone().requires_grad_(True)  # the weights are frozen: grow the graph from x

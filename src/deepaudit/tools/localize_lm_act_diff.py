@@ -6,20 +6,20 @@ neuron's standard deviation on the plain prompts."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 
 from deepaudit.internals.ablation import Unit
 from deepaudit.lm.neurons import capture_neurons, neuron_modules, rank_neurons
 from deepaudit.lm.subject import LMSubject
+from deepaudit.tools.findings import suspect_phrase
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("lm_act_diff", roles=("localize",), families=("lm",), needs=("trigger",), version=2)
 class LMActivationDifference:
-    name: ClassVar[str] = "lm_act_diff"
 
-    def __init__(self, seed: int = 0, phrase: str | None = None, n_prompts: int = 32, batch_size: int = 16):
-        self.seed, self.phrase, self.n_prompts, self.batch_size = seed, phrase, n_prompts, batch_size
+    def __init__(self, seed: int = 0, n_prompts: int = 32, batch_size: int = 16):
+        self.seed, self.n_prompts, self.batch_size = seed, n_prompts, batch_size
 
     @torch.no_grad()
     def _last_token(self, subject: LMSubject, prompts: list[str], modules: list[str]) -> torch.Tensor:
@@ -29,15 +29,14 @@ class LMActivationDifference:
             with capture_neurons(subject.lm, modules) as acts:
                 body(**subject.lm.encode(prompts[start:start + self.batch_size]))
             rows.append(torch.stack([acts[m][:, -1].float() for m in modules], dim=1))
-        subject.prompts_forwarded += len(prompts)
+        subject.forward_passes += len(prompts)
         return torch.cat(rows)
 
     def localize(self, subject: LMSubject) -> list[Unit]:
-        if not self.phrase:
-            raise ValueError("lm_act_diff needs a suspect phrase (from a trigger search)")
+        trigger = suspect_phrase(subject)
         modules = neuron_modules(subject.lm)
         plain = subject.sample_prompts(self.n_prompts, self.seed)
         clean = self._last_token(subject, plain, modules)
-        led = self._last_token(subject, [f"{self.phrase} {p}" for p in plain], modules)
+        led = self._last_token(subject, [trigger.apply(p) for p in plain], modules)
         score = (led.mean(0) - clean.mean(0)).abs() / (clean.std(0) + 1e-6)
         return rank_neurons(modules, score)

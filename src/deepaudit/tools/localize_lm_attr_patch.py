@@ -9,26 +9,25 @@ averaged over prompts; the neurons whose zeroing would most lower it rank first.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 
 from deepaudit.internals.ablation import Unit
 from deepaudit.lm.neurons import capture_neurons, neuron_modules, rank_neurons
 from deepaudit.lm.subject import LMSubject
+from deepaudit.tools.findings import suspect_phrase
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("lm_attr_patch", roles=("localize",), families=("lm",), needs=("trigger",), version=2)
 class LMAttributionPatching:
-    name: ClassVar[str] = "lm_attr_patch"
 
-    def __init__(self, seed: int = 0, phrase: str | None = None, n_prompts: int = 32, batch_size: int = 16):
-        self.seed, self.phrase, self.n_prompts, self.batch_size = seed, phrase, n_prompts, batch_size
+    def __init__(self, seed: int = 0, n_prompts: int = 32, batch_size: int = 16):
+        self.seed, self.n_prompts, self.batch_size = seed, n_prompts, batch_size
 
     def localize(self, subject: LMSubject) -> list[Unit]:
-        if not self.phrase:
-            raise ValueError("lm_attr_patch needs a suspect phrase (from a trigger search)")
+        trigger = suspect_phrase(subject)
         lm, modules = subject.lm, neuron_modules(subject.lm)
-        prompts = [f"{self.phrase} {p}" for p in subject.sample_prompts(self.n_prompts, self.seed)]
+        prompts = [trigger.apply(p) for p in subject.sample_prompts(self.n_prompts, self.seed)]
         effect: torch.Tensor | None = None
         for start in range(0, len(prompts), self.batch_size):
             encoded = lm.encode(prompts[start:start + self.batch_size])
@@ -42,5 +41,5 @@ class LMAttributionPatching:
             mask = encoded["attention_mask"][..., None].to(grads[0].dtype)
             batch = torch.stack([(-acts[m].detach() * g * mask).sum((0, 1)) for m, g in zip(modules, grads)])
             effect = batch if effect is None else effect + batch
-        subject.prompts_forwarded += len(prompts)
+        subject.forward_passes += len(prompts)
         return rank_neurons(modules, -effect / len(prompts))  # the most negative effect first

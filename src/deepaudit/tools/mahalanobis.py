@@ -12,8 +12,6 @@ is near zero and the index explodes on clean models too.)"""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
@@ -21,7 +19,9 @@ from sklearn.covariance import LedoitWolf
 from deepaudit.internals import run_with_cache
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
+from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
+from deepaudit.tools.registry import register_tool
 
 
 def candidate_triggers(shape: tuple[int, ...], value_range: tuple[float, float], count: int,
@@ -44,8 +44,18 @@ def candidate_triggers(shape: tuple[int, ...], value_range: tuple[float, float],
     return out
 
 
+def size_to(allowance: Allowance) -> dict[str, int]:
+    """As many candidate stamps (up to 64) as fit, after the fit on half the inputs."""
+    n, spe = allowance.inputs, allowance.seconds_per_example
+    candidates = int(min(64, (allowance.seconds - n * spe) / max(n / 2 * spe, 1e-9)))
+    if candidates < 8:
+        raise TooLittleTime(f"needs about {n * spe * 5:.1f} s for 8 candidate stamps; {allowance.seconds:.1f} s left")
+    return {"candidates": candidates}
+
+
+@register_tool("mahalanobis", roles=("detect", "inputs"), families=("vision",), needs=("continuous_inputs",),
+               audit_share=0.15, sizing=size_to)
 class Mahalanobis:
-    name: ClassVar[str] = "mahalanobis"
 
     def __init__(self, seed: int = 0, layer: str | None = None, candidates: int = 64, quantile: float = 0.99):
         self.seed, self.layer, self.candidates, self.quantile = seed, layer, candidates, quantile

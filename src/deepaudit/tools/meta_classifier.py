@@ -14,10 +14,12 @@ from torch import nn
 
 from deepaudit.subject import Subject
 from deepaudit.tools.mahalanobis import candidate_triggers
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("meta_classifier", roles=("features",), families=("vision",), kind="skyline",
+               needs=("continuous_inputs",), audit_share=0.0)
 class MetaClassifier:
-    name: ClassVar[str] = "meta_classifier"
 
     def __init__(self, seed: int = 0, clean_queries: int = 32, noise_queries: int = 16, stamped_queries: int = 16):
         self.seed, self.clean_queries = seed, clean_queries

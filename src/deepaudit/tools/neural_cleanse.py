@@ -6,19 +6,33 @@ while it does not)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, anomaly_index, squash
+from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
+from deepaudit.tools.registry import register_tool
 
 
+MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer at all
+
+
+def size_to(allowance: Allowance) -> dict[str, int]:
+    """As many optimisation steps (up to the default 300) as the allowance fits."""
+    per_step = allowance.per_step(32)
+    steps = int(min(300, allowance.seconds / per_step))
+    if steps < MIN_STEPS:
+        raise TooLittleTime(f"needs about {MIN_STEPS * per_step:.1f} s for {MIN_STEPS} steps; "
+                            f"{allowance.seconds:.1f} s left (raise --budget)")
+    return {"steps": steps}
+
+
+@register_tool("neural_cleanse", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
+               provides="trigger", audit_share=0.45, sizing=size_to)
 class NeuralCleanse:
-    name: ClassVar[str] = "neural_cleanse"
 
     def __init__(self, seed: int = 0, steps: int = 300, batch_size: int = 32, lr: float = 0.1,
                  init_cost: float = 1e-3, target_asr: float = 0.99, threshold: float = 2.0):

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from deepaudit.tools.base import orient_sign
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("probe_ccs", roles=("probe",), families=("lm",))
 class CCSProbe:
-    name: ClassVar[str] = "probe_ccs"
     pairs: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0, restarts: int = 10, epochs: int = 1000, lr: float = 1e-2,

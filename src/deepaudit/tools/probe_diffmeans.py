@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("probe_diffmeans", roles=("probe",), families=("lm",))
 class DiffMeansProbe:
-    name: ClassVar[str] = "probe_diffmeans"
     pairs: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0):

@@ -7,10 +7,11 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("probe_lda", roles=("probe",), families=("lm",))
 class LDAProbe:
-    name: ClassVar[str] = "probe_lda"
     pairs: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0):

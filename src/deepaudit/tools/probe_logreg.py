@@ -9,10 +9,11 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("probe_logreg", roles=("probe",), families=("lm",))
 class LogRegProbe:
-    name: ClassVar[str] = "probe_logreg"
     pairs: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, C: float = 0.1):

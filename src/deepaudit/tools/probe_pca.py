@@ -10,10 +10,11 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from deepaudit.tools.base import orient_sign
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("probe_pca", roles=("probe",), families=("lm",))
 class ContrastPCAProbe:
-    name: ClassVar[str] = "probe_pca"
     pairs: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0):

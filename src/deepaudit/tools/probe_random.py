@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("probe_random", roles=("probe",), families=("lm",), kind="baseline")
 class RandomProbe:
-    name: ClassVar[str] = "probe_random"
     pairs: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0):

@@ -11,10 +11,11 @@ import torch
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
 from deepaudit.triggers import Trigger
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("random", roles=("detect", "inputs"), families=("vision",), kind="baseline", audit_share=0.0)
 class RandomBaseline:
-    name: ClassVar[str] = "random"
 
     def __init__(self, seed: int = 0):
         self.seed = seed

@@ -18,10 +18,11 @@ from deepaudit.internals import intervene
 from deepaudit.internals.ablation import activation_layers, layer_widths
 from deepaudit.subject import Subject
 from deepaudit.tools.editing import editable_copy, make_permanent, prune_units, safe_prefix, split_budget
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("anp", roles=("remove",), families=("vision",), audit_share=0.0)
 class AdversarialNeuronPruning:
-    name: ClassVar[str] = "anp"
 
     def __init__(self, seed: int = 0, steps: int = 100, eps: float = 0.4, alpha: float = 0.2,
                  lr: float = 0.2, threshold: float = 0.2, batch_size: int = 64, max_drop: float = 0.02,

@@ -1,7 +1,7 @@
 """Remove a language model's planted behaviour by ablating one direction of its residual stream
 (remove track, language models). The direction is a difference-in-means probe between trusted
-prompts led by a suspect phrase (what a trigger search recovered: the auditor's own finding) and
-the same prompts without it, read where the fine-tuning starts: the residual entering the first
+prompts led by the suspect phrase (the organism's recovered trigger, a shared finding: what a
+trigger search recovered, the auditor's own) and the same prompts without it, read where the fine-tuning starts: the residual entering the first
 decoder layer whose weights differ from the base model's. The edited model mean-ablates that
 direction there, at every position: each residual's component along it is set to its mean over
 the trusted prompts, so the changed layers can no longer read the phrase along it."""
@@ -9,44 +9,35 @@ the trusted prompts, so the changed layers can no longer read the phrase along i
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
-
 import torch
 from torch import nn
 
 from deepaudit.lm.activations import layer_names, last_token_residuals
-from deepaudit.lm.loader import LanguageModel
+from deepaudit.lm.loader import LanguageModel, first_changed_layer
 from deepaudit.lm.subject import LMSubject
+from deepaudit.tools.findings import suspect_phrase
+from deepaudit.tools.registry import register_tool
 
 
-def first_changed_layer(lm: LanguageModel, base: LanguageModel) -> int:
-    """Index of the first decoder layer whose parameters differ from the base model's."""
-    own, ref = lm.model.state_dict(), base.model.state_dict()
-    for i in range(lm.n_layers):
-        prefix = f"model.layers.{i}."
-        if any(not torch.equal(v, ref[k]) for k, v in own.items() if k.startswith(prefix)):
-            return i
-    raise ValueError("the model's decoder layers are identical to the base model's: nothing to ablate against")
-
-
+@register_tool("direction_ablation", roles=("remove",), families=("lm",), needs=("base_model", "trigger"),
+               version=2)
 class DirectionAblation:
-    name: ClassVar[str] = "direction_ablation"
-
-    def __init__(self, seed: int = 0, phrase: str | None = None, n_prompts: int = 64):
-        self.seed, self.phrase, self.n_prompts = seed, phrase, n_prompts
+    def __init__(self, seed: int = 0, n_prompts: int = 64):
+        self.seed, self.n_prompts = seed, n_prompts
 
     def remove(self, subject: LMSubject) -> LanguageModel:
         """A copy of the subject's model with the phrase direction mean-ablated (the subject's own model is untouched)."""
-        if self.phrase is None or subject.base is None:
-            raise ValueError("direction_ablation needs a suspect phrase (from a trigger search) and the base model")
+        if subject.base is None:
+            raise ValueError("direction_ablation needs the base model the audited model was fine-tuned from")
         first = first_changed_layer(subject.lm, subject.base)
         if first == 0:
             raise ValueError("the first decoder layer is fine-tuned: no residual stream before it to ablate")
         prompts = subject.sample_prompts(self.n_prompts, self.seed)
         layer = first - 1
         clean = last_token_residuals(subject.lm, prompts, [layer])[0]
-        led = last_token_residuals(subject.lm, [f"{self.phrase} {p}" for p in prompts], [layer])[0]
-        subject.prompts_forwarded += 2 * len(prompts)
+        trigger = suspect_phrase(subject)
+        led = last_token_residuals(subject.lm, [trigger.apply(p) for p in prompts], [layer])[0]
+        subject.forward_passes += 2 * len(prompts)
         direction = torch.tensor(led.mean(0) - clean.mean(0))
         direction = direction / direction.norm()
         level = float(torch.tensor(clean).mean(0) @ direction)
@@ -59,5 +50,5 @@ class DirectionAblation:
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         target.register_forward_hook(ablate)
-        self.evidence = {"layer": layer, "phrase": self.phrase}
+        self.evidence = {"layer": layer, "phrase": trigger.text}
         return LanguageModel(model, subject.lm.tokenizer, f"{subject.lm.source} (direction-ablated)")

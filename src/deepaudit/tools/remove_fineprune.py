@@ -13,10 +13,11 @@ from torch import nn
 from deepaudit.internals import run_with_cache
 from deepaudit.subject import Subject
 from deepaudit.tools.editing import editable_copy, fit, make_permanent, prune_units, safe_prefix, split_budget
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("fineprune", roles=("remove",), families=("vision",), audit_share=0.0)
 class FinePrune:
-    name: ClassVar[str] = "fineprune"
 
     def __init__(self, seed: int = 0, max_drop: float = 0.05, max_ratio: float = 0.9,
                  epochs: int = 5, lr: float = 1e-3, val_fraction: float = 0.25):

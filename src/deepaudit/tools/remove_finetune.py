@@ -10,10 +10,11 @@ from torch import nn
 
 from deepaudit.subject import Subject
 from deepaudit.tools.editing import editable_copy, fit
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("finetune", roles=("remove",), families=("vision",), audit_share=0.0)
 class FineTune:
-    name: ClassVar[str] = "finetune"
 
     def __init__(self, seed: int = 0, epochs: int = 5, lr: float = 2e-3, batch_size: int = 32):
         self.seed, self.epochs, self.lr, self.batch_size = seed, epochs, lr, batch_size

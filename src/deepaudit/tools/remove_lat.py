@@ -17,14 +17,15 @@ from deepaudit.internals import capture, intervene
 from deepaudit.internals.ablation import activation_layers
 from deepaudit.subject import Subject
 from deepaudit.tools.editing import editable_copy, fit
+from deepaudit.tools.registry import register_tool
 
 
 def _per_input(norms: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return norms.view(-1, *([1] * (like.dim() - 1)))
 
 
+@register_tool("lat", roles=("remove",), families=("vision",), audit_share=0.0)
 class LatentAdversarialTraining:
-    name: ClassVar[str] = "lat"
 
     def __init__(self, seed: int = 0, eps: float = 0.1, pgd_steps: int = 2, epochs: int = 5, lr: float = 1e-3,
                  batch_size: int = 32, layer: str | None = None):

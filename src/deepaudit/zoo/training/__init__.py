@@ -1,0 +1,1 @@
+"""Training-run organisms: grokking modular addition, with the run's measures."""

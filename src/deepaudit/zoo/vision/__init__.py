@@ -1,0 +1,1 @@
+"""Vision organisms: small classifiers of digits and MNIST-1D with planted input triggers."""

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from deepaudit.audit import run_audit
 from deepaudit.audit.reliability import measured_reliability
+from deepaudit.audit.stages import runnable_tools
 from deepaudit.cli import app
 from deepaudit.data import load_dataset
 from deepaudit.subject import load_model, load_subject
-from deepaudit.audit.stages import runnable_tools
 from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
@@ -175,7 +175,8 @@ def test_pickle_weights_refused_and_never_run(smoke_zoo, tmp_path):
     assert trusted["status"] == "failed" and "weights_only" in trusted["errors"][0]
     assert not sentinel.exists()
     assert "pickle" in (tmp_path / "r1" / "report.html").read_text()
-    cli = CliRunner().invoke(app, ["audit", str(bad), "--card", str(card), "--data", "digits", "--out", str(tmp_path / "r4")])
+    cli = CliRunner().invoke(app, ["audit", str(bad), "--card", str(card), "--data", "digits",
+                                   "--out", str(tmp_path / "r4")])
     assert cli.exit_code == 2 and "pickle" in cli.output and "NOT AUDITED" in cli.output
     good = tmp_path / "good.pt"
     torch.save(load_file(smoke_zoo.trojan / "weights.safetensors"), good)

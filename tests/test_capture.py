@@ -10,8 +10,16 @@ import weakref
 import pytest
 import torch
 
-from deepaudit.internals import (ActivationCache, TraceError, capture, capture_traced, intervene, module_names,
-                                 run_with_cache, traced)
+from deepaudit.internals import (
+    ActivationCache,
+    TraceError,
+    capture,
+    capture_traced,
+    intervene,
+    module_names,
+    run_with_cache,
+    traced,
+)
 from deepaudit.models import build_model
 
 

@@ -16,15 +16,14 @@ import torch
 pytest.importorskip("transformers")
 
 from deepaudit.errors import DataError
-from deepaudit.lm import tiny_lm
 from deepaudit.game.answer import Stopwatch
 from deepaudit.game.roles import edit
 from deepaudit.game.tracks import TRACKS
+from deepaudit.lm import tiny_lm
 from deepaudit.lm.edit_score import score_edit
-from deepaudit.lm.facts import RELATIONS, EditRequest, Fact, edit_requests, greedy_answers, load_facts
+from deepaudit.lm.facts import RELATIONS, EditError, EditRequest, Fact, edit_requests, greedy_answers, load_facts
 from deepaudit.tools import make_tool
 from deepaudit.tools.edit_finetune import FineTuneEdit
-from deepaudit.lm.facts import EditError
 from deepaudit.tools.edit_rome import DOWN_PROJ, Rome
 
 TEXTS = ["The city of Paris is in France.", "Two plus two is four.", "Bern is the capital of Switzerland.",

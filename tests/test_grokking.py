@@ -19,12 +19,17 @@ from deepaudit.cli import app
 from deepaudit.game.answer import Answer, Stopwatch
 from deepaudit.game.leaderboard import leaderboard
 from deepaudit.game.roles import forecast
-from deepaudit.game.runner import run_game
 from deepaudit.game.store import Store
 from deepaudit.game.tracks import TRACKS
 from deepaudit.internals import run_with_cache
-from deepaudit.internals.fourier import (all_pairs, fourier_basis, frequency_norms, gini, key_frequencies,
-                                         restricted_and_excluded_loss)
+from deepaudit.internals.fourier import (
+    all_pairs,
+    fourier_basis,
+    frequency_norms,
+    gini,
+    key_frequencies,
+    restricted_and_excluded_loss,
+)
 from deepaudit.models.transformer import OneLayerTransformer
 from deepaudit.monitor import MonitorStore
 from deepaudit.subject import TrainingSubject, load_model
@@ -119,7 +124,8 @@ def test_reverse_engineer_recovers_a_clock_and_rejects_a_random_model():
 def _series(gini_rise_at: int | None, test_drop_at: int | None, steps: int = 40) -> dict:
     t = np.arange(steps) * 10
     g = np.full(steps, 0.2) if gini_rise_at is None else np.where(t >= gini_rise_at, 0.2 + 0.01 * (t - gini_rise_at), 0.2)
-    test_loss = np.where(t < 20, 3.0, 10.0) if test_drop_at is None else np.where(t < 20, 3.0, np.where(t < test_drop_at, 10.0, 0.1))
+    falls = np.where(t < test_drop_at, 10.0, 0.1) if test_drop_at is not None else 10.0
+    test_loss = np.where(t < 20, 3.0, falls)
     test_acc = np.zeros(steps) if test_drop_at is None else (t >= test_drop_at + 20).astype(float)
     return {"train_acc": (t, np.where(t >= 20, 1.0, 0.5)), "fourier/embed_gini": (t, g),
             "weight_norm/total": (t, np.full(steps, 5.0)), "test_loss": (t, test_loss), "test_acc": (t, test_acc),

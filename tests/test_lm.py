@@ -59,8 +59,7 @@ def test_loader_errors_name_the_missing_file(tmp_path: Path):
 def test_answer_margin_of_one_token_answers_equals_the_difference_of_log_probabilities():
     """The one-forward margin (logit difference at the last prompt position) must be the
     two-forward difference of answer log-probabilities, over batches of unequal prompt lengths."""
-    from deepaudit.lm.scoring import (answer_logprob, answer_margin, greedy_says, greedy_says_and_margin,
-                                      margin_passes)
+    from deepaudit.lm.scoring import answer_logprob, answer_margin, greedy_says, greedy_says_and_margin, margin_passes
 
     lm = tiny_lm(seed=1)
     prompts = PROMPTS * 3 + ["a much longer prompt than the others, to pad the batch"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from deepaudit.game.runner import run_game
-
 from test_scale import TOOLS, scores
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'deepaudit[ray]'")

@@ -5,7 +5,7 @@ results store, and resuming works the same whichever executor ran the finished p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ class ExecutorError(DeepAuditError):
 class Executor(Protocol):
     """Runs ``fn(*args)`` for each argument tuple; yields (index, result, error) in completion order."""
 
-    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> Iterator[Outcome]: ...
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> Generator[Outcome, None, None]: ...
 
 
 def _single_thread() -> None:
@@ -45,11 +45,12 @@ class LocalExecutor:
     def __init__(self, jobs: int = 1):
         self.jobs = jobs
 
-    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> Iterator[Outcome]:
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> Generator[Outcome, None, None]:
         if self.jobs <= 1:
             for i, args in enumerate(jobs):
+                error: BaseException | None = None
                 try:
-                    result, error = fn(*args), None
+                    result = fn(*args)
                 except Exception as exc:  # one broken job is reported, not fatal; Ctrl-C still stops
                     result, error = None, exc
                 yield i, result, error
@@ -88,7 +89,7 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ExecutorError(f"cannot start or join Ray at {address or 'a new local cluster'}: {exc}") from exc
 
-    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> Iterator[Outcome]:
+    def run(self, fn: Callable[..., Any], jobs: Sequence[tuple]) -> Generator[Outcome, None, None]:
         ray = self.ray
         task = ray.remote(num_cpus=1)(_call_single_threaded)
         pending = {task.remote(fn, *args): i for i, args in enumerate(jobs)}

@@ -77,9 +77,11 @@ def detect_scores(labels: np.ndarray, probs: np.ndarray, seed: int = 0) -> dict[
         return {}
     out = {}
     for name, metric in DETECT_METRICS.items():
-        value = metric(labels, probs)
-        ci = bootstrap_ci(lambda idx: metric(labels[idx], probs[idx]), len(labels), seed, need_both=labels)
-        out[name] = {"value": value, "ci_low": ci[0], "ci_high": ci[1], "n": int(len(labels))}
+        def resampled(idx: np.ndarray, metric: Callable[[np.ndarray, np.ndarray], float] = metric) -> float:
+            return metric(labels[idx], probs[idx])
+
+        ci = bootstrap_ci(resampled, len(labels), seed, need_both=labels)
+        out[name] = {"value": metric(labels, probs), "ci_low": ci[0], "ci_high": ci[1], "n": int(len(labels))}
     return out
 
 

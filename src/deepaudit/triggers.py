@@ -50,7 +50,7 @@ class Trigger:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Trigger":
+    def from_json(cls, data: dict[str, Any]) -> Trigger:
         arrays = {k: np.asarray(data[k], dtype=np.float32) for k in ("mask", "pattern", "flow") if k in data}
         return cls(kind=data["kind"], **arrays)
 
@@ -87,6 +87,13 @@ class TextTrigger:
 
 
 AnyTrigger = Trigger | TextTrigger
+
+
+def input_trigger(trigger: AnyTrigger | None) -> Trigger:
+    """``trigger`` as a stamp or warp for continuous inputs (refused if it is missing or a phrase)."""
+    if not isinstance(trigger, Trigger):
+        raise TypeError(f"expected a stamp or warp trigger for continuous inputs, got {type(trigger).__name__}")
+    return trigger
 
 
 def trigger_from_json(data: dict[str, Any]) -> AnyTrigger:

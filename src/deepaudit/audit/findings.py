@@ -26,7 +26,7 @@ def _cost(stages: dict[str, Any], names: list[str]) -> dict[str, float]:
             "forward_passes": int(sum(s.get("forward_passes", 0) for s in picked))}
 
 
-def _weight(reliability: dict[str, Any]) -> float:
+def _weight(reliability: dict[str, Any] | None) -> float:
     auroc = (reliability or {}).get("detect_auroc")
     return max(auroc["value"] - 0.5, 0.05) if auroc else 1.0
 
@@ -55,7 +55,7 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, An
     for t, d in flagged.items():
         if d.get("target") is not None:
             votes[d["target"]] = votes.get(d["target"], 0.0) + weights[t] * d["p_planted"]
-    target = max(votes, key=votes.get) if votes and conf >= FLAG else None
+    target = max(votes, key=lambda t: votes[t]) if votes and conf >= FLAG else None
     if conf >= FLAG:
         label = "backdoor suspected"
         summary = (f"Backdoor suspected (confidence {conf:.2f})"
@@ -121,7 +121,8 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
             "title": (f"A random stamp sends {100 * top['pull']:.0f}% of inputs to class {top['class']} "
                       f"(anomaly index {index:.1f} among {bb['candidates']} random stamps)") if suspicious else
                      (f"Black-box probes: no random stamp stands out (anomaly index {index:.1f}); "
-                      f"noise flips {100 * bb['noise'][-1]['flip_rate']:.0f}% of predictions at level {bb['noise'][-1]['level']}"),
+                      f"noise flips {100 * bb['noise'][-1]['flip_rate']:.0f}% of predictions "
+                      f"at level {bb['noise'][-1]['level']}"),
             "what": "Outputs under perturbed inputs: random noise, and random candidate trigger stamps; "
                     "a stamp that pulls many inputs to one class is trigger-like.",
             "supported_by": ["blackbox"] if suspicious else [],

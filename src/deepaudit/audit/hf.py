@@ -5,6 +5,7 @@ unless the user trusts pickles."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,7 +78,7 @@ def load_hf_model(name: str, trust_pickle: bool, local: bool):
     card: dict[str, Any] = {"task": kind, "arch": type(hf).__name__}
     source = {"kind": "huggingface", "path": name, "hf_kind": kind, "transformers": transformers.__version__}
     if local:
-        source["sha256"] = file_digest(name)
+        source["sha256"] = file_digest(Path(name))
     if kind == "image_classifier":
         size = getattr(config, "image_size", None)
         channels = getattr(config, "num_channels", None)
@@ -86,6 +87,7 @@ def load_hf_model(name: str, trust_pickle: bool, local: bool):
         model: nn.Module = ImageLogits(hf)
         modality = "continuous"
     else:
+        assert tokenizer is not None  # loaded above for every kind but image classifiers
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         model, modality = TokenLogits(hf, int(pad or 0)), "tokens"
     card["num_classes"] = int(config.num_labels if kind != "causal_lm" else config.vocab_size)

@@ -53,8 +53,8 @@ def _read_images(folder: Path, shape: list[int] | None) -> tuple[np.ndarray, np.
     channels = shape[0] if shape else 3
     arrays = []
     for f in files:
-        with Image.open(f) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
+        with Image.open(f) as opened:
+            img = opened.convert("L" if channels == 1 else "RGB")
             if shape:
                 img = img.resize((shape[2], shape[1]))
             a = np.asarray(img, dtype=np.float32) / 255.0
@@ -88,9 +88,10 @@ def load_clean_data(spec: str, card: dict[str, Any], tokenizer: Any = None, max_
     """Read ``spec`` into tensors, keep at most ``max_inputs`` (a seeded draw)."""
     path = Path(spec)
     info: dict[str, Any] = {"source": spec}
+    y: np.ndarray | None
     if not path.exists() and spec in DATASETS:
-        x_t, y_t = load_dataset(spec).split("audit")
-        x, y = x_t.numpy(), y_t.numpy()
+        x_all, y_all = load_dataset(spec).split("audit")
+        x, y = x_all.numpy(), y_all.numpy()
         info["kind"] = f"built-in data set {spec} (audit split)"
     elif path.is_file() and path.suffix in (".npz", ".npy"):
         x, y = _read_arrays(path)

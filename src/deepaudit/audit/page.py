@@ -20,7 +20,8 @@ h1{font-size:1.5em;margin:0 0 4px} h2{font-size:1.2em;margin-top:32px;border-bot
 .card{background:#fff;border:1px solid #e1e3e8;border-radius:8px;padding:14px 18px;margin:12px 0}
 .badge{display:inline-block;border-radius:4px;padding:1px 8px;font-size:.8em;font-weight:600;color:#fff;margin-right:6px}
 .b-alert{background:#b3261e}.b-warning{background:#b36b00}.b-info{background:#4c72b0}
-table{border-collapse:collapse;font-size:.88em;margin:6px 0}td,th{border:1px solid #e1e3e8;padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:.88em;margin:6px 0}
+td,th{border:1px solid #e1e3e8;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f2f5}code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em}
 pre{background:#f0f2f5;padding:8px;border-radius:6px;white-space:pre-wrap;word-break:break-all}
 img{max-width:100%;height:auto;display:block;margin:8px 0}.muted{color:#6b6f76;font-size:.9em}
@@ -113,7 +114,8 @@ def render_html(report: dict[str, Any]) -> str:
     rest = [k for k in plots if k not in shown]
     if rest:
         parts.append("<h2>More plots</h2>" + "".join(_img(plots, k) for k in rest))
-    parts.append("<h2>Stages</h2>" + _table(stages, ["stage", "status", "wall s", "allowance s", "examples forwarded", "note"]))
+    head = ["stage", "status", "wall s", "allowance s", "examples forwarded", "note"]
+    parts.append("<h2>Stages</h2>" + _table(stages, head))
     info = {"model": model, "data": data}
     parts.append(f"<h2>Model and data</h2><pre>{escape(json.dumps(info, indent=1))}</pre>")
     parts.append("<h2>Reproduce</h2><p>Command:</p>"

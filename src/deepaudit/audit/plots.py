@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -56,7 +57,9 @@ def predictions_plot(card: dict[str, Any]) -> str:
     fig = Figure(figsize=(5, 2.5))
     ax = fig.subplots()
     ax.bar(range(len(hist)), hist, color="#4c72b0")
-    ax.set_xlabel("predicted class"), ax.set_ylabel("clean inputs"), ax.set_title("Predictions on the clean data", fontsize=9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("clean inputs")
+    ax.set_title("Predictions on the clean data", fontsize=9)
     return _png(fig)
 
 
@@ -102,11 +105,12 @@ def histogram_plot(inputs: dict[str, Any], tool: str) -> str:
     ax = fig.subplots()
     clean = np.asarray(inputs["clean_scores"])
     stamped = np.asarray(inputs.get("stamped_scores", []))
-    bins = np.histogram_bin_edges(np.r_[clean, stamped], bins=25)
+    bins = np.histogram_bin_edges(np.r_[clean, stamped], bins=25).tolist()
     ax.hist(clean, bins=bins, alpha=0.6, label="clean (held out)")
     if len(stamped):
         ax.hist(stamped, bins=bins, alpha=0.6, label="stamped with recovered trigger")
-    ax.set_xlabel("anomaly score"), ax.legend(fontsize=7)
+    ax.set_xlabel("anomaly score")
+    ax.legend(fontsize=7)
     ax.set_title(f"{tool}: anomaly scores" + (f" (AUROC {inputs['auroc']:.2f})" if "auroc" in inputs else ""), fontsize=9)
     return _png(fig)
 
@@ -117,12 +121,14 @@ def localize_plot(loc: dict[str, Any], tool: str) -> str:
     ax = fig.subplots()
     labels = ["no ablation", f"top {loc['k']} units zeroed", f"{loc['k']} random units zeroed"]
     ax.barh(labels, [success["none"], success["top"], success["random"]], color=["#4c72b0", "#c44e52", "#8c8c8c"])
-    ax.set_xlim(0, 1), ax.invert_yaxis(), ax.set_xlabel(f"recovered trigger's success (to class {loc['target']})")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"recovered trigger's success (to class {loc['target']})")
     ax.set_title(f"{tool}: ablating the units it ranks first", fontsize=9)
     return _png(fig)
 
 
-PLOTTERS = {"layers": layers_plot, "predictions": predictions_plot, "blackbox": blackbox_plot,
+PLOTTERS: dict[str, Callable[..., str]] = {"layers": layers_plot, "predictions": predictions_plot, "blackbox": blackbox_plot,
             "trigger": trigger_plot, "bars": bars_plot, "histogram": histogram_plot,
             "localize": localize_plot}
 

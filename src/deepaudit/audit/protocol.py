@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -110,7 +111,7 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
          tool_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "status": "running", "command": command or f"run_audit({model!r}, {data!r})",
-        "versions": versions(), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "budget_s": budget_s, "seed": seed, "model": {"spec": model}, "data": {"spec": data},
         "stages": {}, "errors": []}
     try:
@@ -166,6 +167,6 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
         from deepaudit.audit.truthcheck import check_against_truth
 
         report["truth_check"] = check_against_truth(audited.organism_folder, report)
-    report["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_report(report, out)
     return report

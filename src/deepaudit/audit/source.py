@@ -21,8 +21,8 @@ from torch import nn
 
 from deepaudit.errors import OrganismError
 from deepaudit.internals import module_names
-from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, read_card
 from deepaudit.models import build_model
+from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, read_card
 from deepaudit.weights import load_into, load_state_dict
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -64,9 +64,11 @@ def load_entry_point(spec: str) -> nn.Module:
             path = Path(module_name)
             if not path.is_file():
                 raise OrganismError(f"entry point file not found: {path}")
-            loader = importlib.util.spec_from_file_location(f"deepaudit_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(loader)
-            loader.loader.exec_module(module)
+            spec_ = importlib.util.spec_from_file_location(f"deepaudit_user_{path.stem}", path)
+            if spec_ is None or spec_.loader is None:
+                raise OrganismError(f"cannot load the entry point file {path}")
+            module = importlib.util.module_from_spec(spec_)
+            spec_.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
     except OrganismError:

@@ -7,8 +7,9 @@ JSON-ready numbers: the report and its plots are views of them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,7 +177,10 @@ def _candidates(ctx: AuditContext, count: int, rng: np.random.Generator) -> list
     appended at the end (token inputs)."""
     if ctx.audited.modality == "tokens":
         tokens = rng.integers(0, _vocab(ctx), count)
-        return [lambda x, t=int(t): torch.cat([x[:, 1:], torch.full((len(x), 1), t)], 1) for t in tokens]
+        def appended(token: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda x: torch.cat([x[:, 1:], torch.full((len(x), 1), token)], 1)
+
+        return [appended(int(t)) for t in tokens]
     triggers = candidate_triggers(tuple(ctx.card["input_shape"]), tuple(ctx.card["value_range"]), count, rng)
     return [t.apply for t in triggers]
 
@@ -208,7 +212,7 @@ def blackbox_stage(ctx: AuditContext, allowance: float) -> dict[str, Any]:
         classes.append(dominant)
     pulls_a = np.array(pulls)
     top = int(pulls_a.argmax())
-    out = {"noise": noise, "candidates": count, "pulls": [round(v, 4) for v in pulls],
+    out: dict[str, Any] = {"noise": noise, "candidates": count, "pulls": [round(v, 4) for v in pulls],
            "pull_classes": classes, "kl_shift": [round(v, 4) for v in shifts],
            "pull_anomaly_index": round(anomaly_index(pulls_a, low=False), 4),
            "top": {"index": top, "pull": pulls[top], "class": classes[top]}}
@@ -355,7 +359,8 @@ def share_finding(ctx: AuditContext, stage: str, record: dict[str, Any]) -> None
 def stage_plan(tools: list[str], modality: str) -> list[tuple[str, Callable[[AuditContext, float], dict[str, Any]], float]]:
     """(name, function, share of the time budget), in the order they run; a tool that cannot
     apply to this model gets no share (it is recorded as skipped, with the reason)."""
-    plan = [("card", card_stage, 0.05), ("blackbox", blackbox_stage, 0.15)]
+    plan: list[tuple[str, Callable[[AuditContext, float], dict[str, Any]], float]] = [
+        ("card", card_stage, 0.05), ("blackbox", blackbox_stage, 0.15)]
     for name in tools:
         spec = tool_spec(name)
         plan.append((f"tool:{name}", tool_stage(name), 0.0 if not_run(spec, modality) else spec.audit_share))

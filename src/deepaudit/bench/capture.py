@@ -14,7 +14,9 @@ import copy
 import sys
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.table import Table
@@ -27,9 +29,9 @@ from deepaudit.internals.capture import capture, module_names, run_with_cache
 from deepaudit.internals.traced import capture_traced, zoo_traced
 from deepaudit.models import build_model, penultimate_layer
 
-SMOLLM2_SHAPE = dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                     intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
-                     tie_word_embeddings=True)
+SMOLLM2_SHAPE: dict[str, Any] = dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                     intermediate_size=1536, vocab_size=49152, max_position_embeddings=8192,
+                                     rope_theta=100000.0, tie_word_embeddings=True)
 
 
 def _deepaudit(model: nn.Module, names: list[str], *args, **kwargs) -> Callable[[], object]:
@@ -65,7 +67,8 @@ def _nnsight(model: nn.Module, paths: list[str], *args, **kwargs) -> Callable[[]
 
 def cnn_rows(batch: int, repeats: int) -> tuple[list[tuple[str, str, float]], list[str]]:
     """(model, method, ratio to bare) for the zoo's CNN on digits and MNIST-1D inputs, and notes."""
-    rows, notes = [], []
+    rows: list[tuple[str, str, float]] = []
+    notes: list[str] = []
     for dataset in ("digits", "mnist1d"):
         data = load_dataset(dataset)
         torch.manual_seed(0)
@@ -73,15 +76,17 @@ def cnn_rows(batch: int, repeats: int) -> tuple[list[tuple[str, str, float]], li
         x = data.split("audit")[0][:batch]
         every = module_names(model)
         path = "traced" if zoo_traced(model, every) is not None else "hooks"
-        cases = {"bare forward": lambda: model(x),
-                 "deepaudit capture, 1 layer": _deepaudit(model, [penultimate_layer(model)], x),
-                 f"deepaudit capture, all {len(every)} layers": _deepaudit(model, every, x),
-                 f"deepaudit traced capture, all {len(every)} layers": lambda: capture_traced(model, every, x),
-                 f"deepaudit run_with_cache ({path}), all {len(every)} layers": lambda: run_with_cache(model, x, every)}
+        cases: dict[str, Callable[[], object]] = {
+            "bare forward": partial(model, x),
+            "deepaudit capture, 1 layer": _deepaudit(model, [penultimate_layer(model)], x),
+            f"deepaudit capture, all {len(every)} layers": _deepaudit(model, every, x),
+            f"deepaudit traced capture, all {len(every)} layers": partial(capture_traced, model, every, x),
+            f"deepaudit run_with_cache ({path}), all {len(every)} layers": partial(run_with_cache, model, x, every)}
         if (peer := _nnsight(model, every, x)) is not None:
             cases[f"nnsight trace + save, all {len(every)} layers"] = peer
         with torch.no_grad():
-            hooked, traced = cases[f"deepaudit capture, all {len(every)} layers"](), capture_traced(model, every, x)[1]
+            hooked: Any = cases[f"deepaudit capture, all {len(every)} layers"]()
+            traced = capture_traced(model, every, x)[1]
             same = list(hooked) == list(traced) and all(torch.equal(hooked[n], traced[n]) for n in hooked)
             times = time_interleaved(cases, repeats, inner=max(1, 2048 // batch))
         label = f"CNN {dataset}, batch {len(x)}"
@@ -103,7 +108,7 @@ def load_transformer(gguf: Path | None):
     return model, tokenizer, f"SmolLM2-135M ({gguf.name})"
 
 
-def _transformer_lens(model: nn.Module, tokenizer, ids: torch.Tensor, n: int, folder: Path) -> dict:
+def _transformer_lens(model: Any, tokenizer: Any, ids: torch.Tensor, n: int, folder: Path) -> dict:
     """TransformerLens 4 (TransformerBridge) on a copy of the model: bare and caching every block."""
     try:
         from transformer_lens.model_bridge import TransformerBridge
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None, prog: str = "python benchmarks/capture_o
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     mode = configure_from_env()  # as the deepaudit command does; DEEPAUDIT_MALLOC=system to compare
-    rows, notes = [], []
+    rows: list[tuple[str, str, float]] = []
+    notes: list[str] = []
     for batch in args.cnn_batches.split(","):
         more, checks = cnn_rows(int(batch), args.repeats)
         rows, notes = rows + more, notes + checks
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None, prog: str = "python benchmarks/capture_o
     peers = [(model, name, r) for model, name, r in rows if name.startswith(("nnsight", "TransformerLens"))
              and not name.endswith("bare forward")]
     peers = peers or [(model, name, r) for model, name, r in rows if name.startswith("transformers")]
-    worst_model = max(every, key=every.get)
+    worst_model = max(every, key=lambda model: every[model])
     notes.append(f"target 'capturing every layer ≤ 1.10× a bare forward' (traced on the CNNs, hooks on the "
                  f"transformer): worst case {every[worst_model]:.3f}× ({worst_model}) -> "
                  f"{'holds' if every[worst_model] <= 1.10 else 'does NOT hold'}")

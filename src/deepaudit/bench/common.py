@@ -6,7 +6,7 @@ import os
 import shlex
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -36,7 +36,7 @@ def load_line() -> str:
     return f"machine: {os.cpu_count()} CPUs, load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
 
 
-def show(table: Table, prog: str, argv: list[str], notes: list[str] = ()) -> None:
+def show(table: Table, prog: str, argv: list[str], notes: Sequence[str] = ()) -> None:
     """Print a result table, notes, the load and the command that reproduces it."""
     console.print(table)
     for note in notes:

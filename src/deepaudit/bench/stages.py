@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None, prog: str = "python benchmarks/suite_sta
         n = len(manifest["organisms"]) + len(manifest["dropped"])
         table.add_row(f"build zoo (now, --jobs {args.jobs})", str(n), f"{built:.1f}", f"{built / n:.2f}", "")
     for tool, seconds in sorted(per_tool.items(), key=lambda kv: -sum(kv[1])):
-        table.add_row(tool if tool.startswith("finding") else f"tool: {tool}", str(len(seconds)), f"{sum(seconds):.1f}", f"{sum(seconds) / len(seconds):.2f}",
+        label = tool if tool.startswith("finding") else f"tool: {tool}"
+        table.add_row(label, str(len(seconds)), f"{sum(seconds):.1f}", f"{sum(seconds) / len(seconds):.2f}",
                       f"{sum(seconds) / total:.1%}")
     table.add_row("all tools and findings", "", f"{total:.1f}", "", "100%")
     table.add_row("first to last finished cell (elapsed)", "", f"{span:.1f}", "", "")

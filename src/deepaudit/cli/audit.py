@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from deepaudit.cli.common import console
+
 COLORS = {"done": "green", "skipped": "yellow", "failed": "red"}
 
 
@@ -26,20 +27,25 @@ def audit_command(
                                               "or a Hugging Face model folder or id.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Trusted clean inputs: .npz/.npy arrays, a folder of "
                                                            "images, .txt lines, or a built-in data set (digits, mnist1d).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.html, stage cache).")] = Path("audit-report"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.html, stage cache).")
+                   ] = Path("audit-report"),
     budget: Annotated[float, typer.Option("--budget", min=1.0, help="Time budget in seconds for all stages.")] = 120.0,
-    card: Annotated[Optional[Path], typer.Option("--card", help="Card JSON (arch, input_shape, num_classes) for a weights file.")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Python entry point module:function (or file.py:function) "
+    card: Annotated[Path | None, typer.Option("--card", help="Card JSON (arch, input_shape, num_classes) "
+                                                             "for a weights file.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Python entry point module:function (or file.py:function) "
                                                                "returning the nn.Module for a weights file.")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickle-based weights (torch.load "
                                                                       "weights_only=True). Never the default.")] = False,
-    tools: Annotated[Optional[list[str]], typer.Option("--tools", "-t", help="Tools to run (repeat); default all auditors.")] = None,
+    tools: Annotated[list[str] | None, typer.Option("--tools", "-t", help="Tools to run (repeat); default all auditors.")
+                     ] = None,
     max_inputs: Annotated[int, typer.Option("--max-inputs", min=1, help="Clean inputs used at most (a seeded draw).")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
-    store: Annotated[Optional[Path], typer.Option("--store", help="Results store with the tools' benchmark scores "
+    store: Annotated[Path | None, typer.Option("--store", help="Results store with the tools' benchmark scores "
                                                                   "(default: $DEEPAUDIT_HOME/results.sqlite).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="PyTorch CPU threads (default: "
-                                                                            "PyTorch's; 1 is fastest for small models on a busy machine).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="PyTorch CPU threads (default: PyTorch's; 1 is fastest for small models on a busy "
+                                 "machine).")
+    ] = None,
 ) -> None:
     """Audit your own model: sanity checks, black-box probes, then the toolbox's tools, each
     inside the time budget; writes a JSON and a self-contained HTML report. Interrupted?
@@ -48,17 +54,17 @@ def audit_command(
     from deepaudit.audit.report import REPORT_HTML, REPORT_JSON
 
     args = [model, "--data", data, "--out", str(out), "--budget", f"{budget:g}"]
-    args += ["--card", str(card)] * (card is not None) + ["--arch", arch] * (arch is not None)
+    args += ["--card", str(card)] * (card is not None) + ["--arch", str(arch)] * (arch is not None)
     args += ["--trust-pickle"] * trust_pickle + [a for t in tools or [] for a in ("--tools", t)]
     args += ["--max-inputs", str(max_inputs), "--seed", str(seed)] + ["--store", str(store)] * (store is not None)
     args += ["--threads", str(threads)] * (threads is not None)
     try:
         report = run_audit(model, data, out, budget, card=card, arch=arch, trust_pickle=trust_pickle, tools=tools,
-                           max_inputs=max_inputs, seed=seed, store=store, command=shlex.join(["deepaudit", "audit", *args]), on_stage=_stage_line,
-                           threads=threads)
+                           max_inputs=max_inputs, seed=seed, store=store, command=shlex.join(["deepaudit", "audit", *args]),
+                           on_stage=_stage_line, threads=threads)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted:[/yellow] the partial report is in {out}; run the same command to resume.")
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     for error in report["errors"]:
         console.print(f"[red]error:[/red] {escape(error)}")
     verdict = report["verdict"]

@@ -5,9 +5,9 @@ naming the problem, exit status 2, no traceback."""
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,7 +18,7 @@ from rich.table import Table
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     markdown = "markdown"
     json = "json"
@@ -26,13 +26,13 @@ class Format(str, Enum):
 
 SuiteOpt = Annotated[str, typer.Option("--suite", "-s", help="A built-in suite (`deepaudit zoo list`) or a .toml path.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Suite seed; another seed is a held-out split of the same suite.")]
-ZooOpt = Annotated[Optional[Path], typer.Option("--zoo", help="Organism cache folder (default: $DEEPAUDIT_HOME/zoo).")]
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Results store (default: $DEEPAUDIT_HOME/results.sqlite).")]
+ZooOpt = Annotated[Path | None, typer.Option("--zoo", help="Organism cache folder (default: $DEEPAUDIT_HOME/zoo).")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Results store (default: $DEEPAUDIT_HOME/results.sqlite).")]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (or Ray CPUs).")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where jobs run: local (--jobs processes) or ray.")]
-RayAddressOpt = Annotated[Optional[str], typer.Option(
+RayAddressOpt = Annotated[str | None, typer.Option(
     "--ray-address", help="Ray cluster to join (e.g. auto, ray://host:10001); default: a local Ray with --jobs CPUs.")]
-BudgetOpt = Annotated[Optional[int], typer.Option(
+BudgetOpt = Annotated[int | None, typer.Option(
     "--budget", help="Trusted inputs handed to each tool (default: the suite's, else its family's).")]
 FormatOpt = Annotated[Format, typer.Option("--format", help="table, markdown or json.")]
 

@@ -6,19 +6,34 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from deepaudit.cli.common import (BudgetOpt, ExecutorOpt, Format, FormatOpt, JobsOpt, RayAddressOpt, SeedOpt, StoreOpt,
-                                  SuiteOpt, ZooOpt, console, fail, print_table, progress)
+from deepaudit.cli.common import (
+    BudgetOpt,
+    ExecutorOpt,
+    Format,
+    FormatOpt,
+    JobsOpt,
+    RayAddressOpt,
+    SeedOpt,
+    StoreOpt,
+    SuiteOpt,
+    ZooOpt,
+    console,
+    fail,
+    print_table,
+    progress,
+)
 from deepaudit.cli.zoo import build_with_progress
 from deepaudit.errors import DeepAuditError
 
 game_app = typer.Typer(help="The auditing game: run tools on a zoo, score them, rank them.", no_args_is_help=True)
-ByOpt = Annotated[Optional[str], typer.Option("--by", help="Also slice by organism labels, e.g. implant,dataset "
-                                                           "(vision: implant, dataset, arch, mapping, evasive; lm: kind, task).")]
+ByOpt = Annotated[str | None, typer.Option(
+    "--by", help="Also slice by organism labels, e.g. implant,dataset (vision: implant, dataset, arch, mapping, evasive; "
+                 "lm: kind, task).")]
 
 
 def print_board(board: dict[str, Any], fmt: Format, command: str | None = None) -> None:
@@ -58,9 +73,10 @@ def _params(values: list[str] | None) -> dict[str, dict[str, Any]]:
 
 @game_app.command("run")
 def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
-             tools: Annotated[Optional[list[str]], typer.Option("--tools", "-t", help="Tools to run (repeat); default: "
-                                                                                      "every tool of the suite's family.")] = None,
-             param: Annotated[Optional[list[str]], typer.Option("--param", help="A tool parameter, tool.name=value (repeat).")] = None,
+             tools: Annotated[list[str] | None, typer.Option(
+                 "--tools", "-t", help="Tools to run (repeat); default: every tool of the suite's family.")] = None,
+             param: Annotated[list[str] | None, typer.Option(
+                 "--param", help="A tool parameter, tool.name=value (repeat).")] = None,
              budget: BudgetOpt = None, jobs: JobsOpt = 2, zoo: ZooOpt = None, store: StoreOpt = None,
              fmt: FormatOpt = Format.table, by: ByOpt = None, executor: ExecutorOpt = "local",
              ray_address: RayAddressOpt = None) -> None:
@@ -79,7 +95,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
                                on_cell=lambda *_: bar.advance(task))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/yellow] finished organisms are saved; run the same command to resume.")
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     except (DeepAuditError, ValueError) as exc:
         fail(exc)
     console.print(f"{summary.ran} (organism, tool) cells run, {summary.skipped} already in the store, "
@@ -101,7 +117,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
 
 @game_app.command("leaderboard")
 def game_leaderboard(suite: SuiteOpt = "quick", seed: SeedOpt = 0, store: StoreOpt = None,
-                     budget: Annotated[Optional[int], typer.Option(
+                     budget: Annotated[int | None, typer.Option(
                          help="Budget of the runs to show, if the store holds several.")] = None,
                      fmt: FormatOpt = Format.table, by: ByOpt = None) -> None:
     """Print the leaderboard of a suite from the results store (tools x tracks, CIs, cost)."""
@@ -117,7 +133,7 @@ def game_leaderboard(suite: SuiteOpt = "quick", seed: SeedOpt = 0, store: StoreO
 @game_app.command("report")
 def game_report(suites: Annotated[list[str], typer.Option("--suite", "-s", help="Suites to include (repeat).")],
                 store: StoreOpt = None, seed: SeedOpt = 0, by: ByOpt = None,
-                out: Annotated[Optional[Path], typer.Option("--out", help="Markdown file to write (default: print).")] = None
+                out: Annotated[Path | None, typer.Option("--out", help="Markdown file to write (default: print).")] = None
                 ) -> None:
     """The leaderboards of several suites as one markdown document, generated from the store
     (the results pages under docs/ are made this way, never typed by hand)."""

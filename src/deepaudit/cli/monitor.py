@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -32,7 +31,7 @@ def _open(store: Path | None):
 
 @monitor_app.command("list")
 def monitor_list(store: StoreOpt = None,
-                 kind: Annotated[Optional[str], typer.Option(help="Only runs of this kind (zoo, grok, ...).")] = None) -> None:
+                 kind: Annotated[str | None, typer.Option(help="Only runs of this kind (zoo, grok, ...).")] = None) -> None:
     """List the monitored runs: id, kind, status, number of recorded points."""
     try:
         db = _open(store)
@@ -51,7 +50,7 @@ def monitor_list(store: StoreOpt = None,
 @monitor_app.command("show")
 def monitor_show(run: Annotated[str, typer.Argument(help="Run id (see `deepaudit monitor list`).")],
                  store: StoreOpt = None,
-                 plot: Annotated[Optional[Path], typer.Option(help="PNG to write (default: <run>.png here).")] = None,
+                 plot: Annotated[Path | None, typer.Option(help="PNG to write (default: <run>.png here).")] = None,
                  no_plot: Annotated[bool, typer.Option("--no-plot", help="Only print the table.")] = False) -> None:
     """Print first, last, min and max of every measure of a run, and plot the curves as a PNG."""
     from deepaudit.monitor.plot import plot_run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,8 +12,8 @@ tools_app = typer.Typer(help="The auditing tools.", no_args_is_help=True)
 
 
 @tools_app.command("list")
-def tools_list(family: Annotated[Optional[str], typer.Option(help="Only tools of this family (vision, lm, training).")] = None,
-               role: Annotated[Optional[str], typer.Option(help="Only tools with this role.")] = None) -> None:
+def tools_list(family: Annotated[str | None, typer.Option(help="Only tools of this family (vision, lm, training).")] = None,
+               role: Annotated[str | None, typer.Option(help="Only tools with this role.")] = None) -> None:
     """List the registered tools: name, kind, roles, families, needs and what each does."""
     from deepaudit.tools.registry import tool_specs
 

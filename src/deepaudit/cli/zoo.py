@@ -9,8 +9,19 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from deepaudit.cli.common import (ExecutorOpt, JobsOpt, RayAddressOpt, SeedOpt, StoreOpt, SuiteOpt, ZooOpt, console, fail,
-                                  print_table, progress)
+from deepaudit.cli.common import (
+    ExecutorOpt,
+    JobsOpt,
+    RayAddressOpt,
+    SeedOpt,
+    StoreOpt,
+    SuiteOpt,
+    ZooOpt,
+    console,
+    fail,
+    print_table,
+    progress,
+)
 from deepaudit.errors import DeepAuditError
 
 zoo_app = typer.Typer(help="Model organisms with planted, sealed ground truth.", no_args_is_help=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ def _mnist1d() -> tuple[dict[str, tuple], tuple[float, float]]:
 DATASETS = {"digits": _digits, "mnist1d": _mnist1d}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_dataset(name: str) -> Dataset:
     """Load a built-in data set by name (``digits`` or ``mnist1d``)."""
     if name not in DATASETS:

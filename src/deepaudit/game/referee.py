@@ -34,7 +34,7 @@ class ToolRun:
     digest: str
 
     @classmethod
-    def of(cls, name: str, overrides: Mapping[str, Any] | None = None) -> "ToolRun":
+    def of(cls, name: str, overrides: Mapping[str, Any] | None = None) -> ToolRun:
         spec = tool_spec(name)
         return cls(name, dict(overrides or {}), spec.digest(spec.params(**(overrides or {}))))
 
@@ -99,7 +99,7 @@ def ask_and_score(organism: Organism, run: ToolRun, seed: int) -> Outcome:
             if result is not None:
                 scores[track.name] = result
     record = {key: value for answer in answers.values() for key, value in answer.record.items()}
-    cost = {name: {} for name in sorted(used)}  # filled with each finding's whole cost once the organism is done
+    cost: dict[str, Any] = {name: {} for name in sorted(used)}  # each finding's whole cost, filled in at the end
     if not scores:
         return Outcome(run.name, run.digest, "skipped", {}, {**record, "skipped": "no track scored its answer here"},
                        kit.labels, wall, passes, cost)

@@ -58,12 +58,14 @@ def suite_budget(suite: str, budget: int | None = None) -> int:
 
 def _cells(key: tuple[str, int, str, int], outcome: Outcome) -> list[Cell]:
     suite, seed, organism, budget = key
-    base = {"answer": outcome.answer, "labels": outcome.labels, "wall_s": outcome.wall_s,
-            "forward_passes": outcome.forward_passes, "shared": outcome.shared or {}, "error": outcome.error}
+
+    def cell(track: str, status: str, scores: dict[str, Any] | None) -> Cell:
+        return Cell(CellKey(suite, seed, organism, outcome.tool, outcome.digest, track, budget), status, outcome.answer,
+                    scores, outcome.labels, outcome.error, outcome.wall_s, outcome.forward_passes, outcome.shared or {})
+
     if outcome.status != "done":
-        return [Cell(CellKey(suite, seed, organism, outcome.tool, outcome.digest, "", budget), outcome.status, **base)]
-    return [Cell(CellKey(suite, seed, organism, outcome.tool, outcome.digest, track, budget), "done", scores=scores,
-                 **base) for track, scores in outcome.scores.items()]
+        return [cell("", outcome.status, None)]
+    return [cell(track, "done", scores) for track, scores in outcome.scores.items()]
 
 
 def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = None, store: Path | None = None,

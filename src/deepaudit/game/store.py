@@ -150,11 +150,10 @@ class Store:
     def cells(self, suite: str | None = None, seed: int | None = None, status: str = "done",
               budget: int | None = None) -> Iterator[dict[str, Any]]:
         """Cells with this status as dicts, their JSON columns decoded."""
-        query, args = "SELECT * FROM cells WHERE status=?", [status]
-        for column, value in (("suite", suite), ("seed", seed), ("budget", budget)):
-            if value is not None:
-                query, args = query + f" AND {column}=?", args + [value]
-        cursor = self.db.execute(query + " ORDER BY suite, seed, organism_id, tool, params, track", args)
+        wanted = {k: v for k, v in (("status", status), ("suite", suite), ("seed", seed), ("budget", budget))
+                  if v is not None}
+        query = "SELECT * FROM cells WHERE " + " AND ".join(f"{column}=?" for column in wanted)
+        cursor = self.db.execute(query + " ORDER BY suite, seed, organism_id, tool, params, track", list(wanted.values()))
         names = [c[0] for c in cursor.description]
         for row in cursor:
             cell = dict(zip(names, row))

@@ -86,11 +86,12 @@ def run_with_cache(model: nn.Module, x: torch.Tensor, names: Sequence[str],
     if run is not None and len(x) <= batch_size:
         return run(x)
     batches = [x[start : start + batch_size] for start in range(0, len(x), batch_size)]
+    outputs: list[torch.Tensor] = []
     if run is None:
         with capture(model, names) as cache:
             outputs = [model(batch) for batch in batches]
         return torch.cat(outputs), cache
-    outputs, parts = [], {}
+    parts: dict[str, list[torch.Tensor]] = {}
     for batch in batches:
         output, acts = run(batch)
         outputs.append(output)

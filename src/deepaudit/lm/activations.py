@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from deepaudit.internals import capture
 from deepaudit.lm.loader import LanguageModel
@@ -21,7 +20,7 @@ def layer_names(lm: LanguageModel) -> list[str]:
 
 @torch.no_grad()
 def last_token_residuals(lm: LanguageModel, prompts: Sequence[str], layers: Sequence[int] | None = None,
-                         batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
+                         batch_size: int = 32) -> np.ndarray:
     """Residual stream at the last token of each prompt after each decoder layer in ``layers``
     (default all): float32 array ``(len(layers), len(prompts), hidden)``. Prompts are left-padded,
     so position -1 is each prompt's own last token."""
@@ -29,13 +28,10 @@ def last_token_residuals(lm: LanguageModel, prompts: Sequence[str], layers: Sequ
     names = [layer_names(lm)[i] for i in layers]
     out = np.empty((len(layers), len(prompts), lm.model.config.hidden_size), dtype=np.float32)
     body = getattr(lm.model, "model", lm.model)  # the decoder stack alone: the output head is not needed
-    task = progress.add_task("residuals", total=len(prompts)) if progress else None
     for start in range(0, len(prompts), batch_size):
         batch = list(prompts[start : start + batch_size])
         with capture(lm.model, names) as cache:
             body(**lm.encode(batch))
         for row, name in enumerate(names):
             out[row, start : start + len(batch)] = cache[name][:, -1].float().numpy()
-        if progress:
-            progress.advance(task, len(batch))
     return out

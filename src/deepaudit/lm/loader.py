@@ -40,7 +40,7 @@ class LMError(DeepAuditError):
 class LanguageModel:
     """A causal LM in eval mode with its tokenizer (left padding, a pad token) and its source."""
 
-    model: nn.Module
+    model: Any  # a Hugging Face causal LM (transformers is imported only when a model is loaded)
     tokenizer: Any
     source: str
 
@@ -130,8 +130,9 @@ def _dequantised(model: nn.Module, tf) -> nn.Module:
     return plain
 
 
-def _save(model: nn.Module, tokenizer: Any, folder: Path) -> None:
-    extra = {"safe_serialization": True} if "safe_serialization" in inspect.signature(model.save_pretrained).parameters else {}
+def _save(model: Any, tokenizer: Any, folder: Path) -> None:
+    takes = inspect.signature(model.save_pretrained).parameters
+    extra = {"safe_serialization": True} if "safe_serialization" in takes else {}
     model.save_pretrained(folder, **extra)
     tokenizer.save_pretrained(folder)
 

@@ -6,8 +6,8 @@ charged once, to the finding ``residuals``, not to the tool that asked first."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 

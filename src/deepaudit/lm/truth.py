@@ -23,7 +23,7 @@ class StatementSet:
     statements: list[str]
     labels: np.ndarray
 
-    def sample(self, n: int, seed: int = 0) -> "StatementSet":
+    def sample(self, n: int, seed: int = 0) -> StatementSet:
         """A class-balanced random subset of at most ``n`` statements (all of them if fewer)."""
         rng = np.random.default_rng(seed)
         per_class = n // 2

@@ -3,6 +3,8 @@ gradients) without changing it, draws no random numbers, and returns plain float
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from sklearn.linear_model import RidgeClassifier
@@ -21,8 +23,8 @@ def layers_with_parameters(model: nn.Module) -> dict[str, list[torch.nn.Paramete
     return out
 
 
-def _norm(tensors: list[torch.Tensor]) -> float:
-    return float(torch.sqrt(sum(t.detach().float().pow(2).sum() for t in tensors)))
+def _norm(tensors: Sequence[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((t.detach().float().pow(2).sum() for t in tensors), torch.zeros(()))))
 
 
 @torch.no_grad()

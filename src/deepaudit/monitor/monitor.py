@@ -48,15 +48,16 @@ class Monitor:
                  custom: Mapping[str, CustomMeasure] | None = None, slow_every: int = 1,
                  flush_every: int = 200):
         self._owns_store = not isinstance(store, MonitorStore)
-        self.store = MonitorStore(store) if self._owns_store else store
+        self.store: MonitorStore = store if isinstance(store, MonitorStore) else MonitorStore(store)
         self.run_id, self.inputs, self.concepts = run_id, inputs, list(concepts)
         self.layers = sorted(set(layers) | {c.layer for c in self.concepts})
         if self.layers and inputs is None:
             raise ValueError("activation statistics and probes need a batch of monitor inputs")
+        n_inputs = len(inputs) if inputs is not None else 0
         for concept in self.concepts:
-            if len(concept.labels) != len(inputs):
+            if len(concept.labels) != n_inputs:
                 raise ValueError(f"concept {concept.name!r} has {len(concept.labels)} labels for "
-                                 f"{len(inputs)} monitor inputs")
+                                 f"{n_inputs} monitor inputs")
         self.custom = dict(custom or {})
         self.slow_every, self.flush_every = max(1, slow_every), max(1, flush_every)
         self._buffer: list[tuple[int, str, float]] = []
@@ -121,7 +122,7 @@ class Monitor:
         if self._owns_store:
             self.store.close()
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -23,10 +23,11 @@ class ActivationAnomaly:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def fit(self, features: np.ndarray) -> "ActivationAnomaly":
+    def fit(self, features: np.ndarray) -> ActivationAnomaly:
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or len(features) < 2 or not np.isfinite(features).all():
-            raise ValueError(f"{self.method} outlier model: need a finite (N >= 2, d) feature matrix, got shape {features.shape}")
+            raise ValueError(f"{self.method} outlier model: need a finite (N >= 2, d) feature matrix, "
+                             f"got shape {features.shape}")
         self.scaler = StandardScaler().fit(features)
         z = self.scaler.transform(features)
         if self.method == "mahalanobis":

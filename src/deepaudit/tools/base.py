@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 from torch import nn
 
 from deepaudit.internals.ablation import Unit
@@ -49,7 +48,7 @@ class Verdict:
                 "trigger": self.trigger.to_json() if self.trigger is not None else None}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Verdict":
+    def from_json(cls, data: Mapping[str, Any]) -> Verdict:
         trigger = data.get("trigger")
         return cls(float(data["p_planted"]), data.get("target"), trigger_from_json(trigger) if trigger else None,
                    dict(data.get("evidence") or {}))

@@ -5,8 +5,6 @@ example and no knowledge of the trigger or the behaviour; an input scores by its
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 
 from deepaudit.lm.subject import LMSubject
@@ -22,7 +20,7 @@ class DefectionProbe:
     def __init__(self, seed: int = 0, layer_fraction: float = 0.5):
         self.seed, self.layer_fraction = seed, layer_fraction
 
-    def fit(self, subject: LMSubject) -> "DefectionProbe":
+    def fit(self, subject: LMSubject) -> DefectionProbe:
         self.subject = subject
         self.layer = int(round(self.layer_fraction * (subject.n_layers - 1)))
         yes, no = subject.residuals(list(CONTRAST), [self.layer])[0]

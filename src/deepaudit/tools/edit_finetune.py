@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from deepaudit.lm.facts import EditRequest
+from deepaudit.lm.facts import EditRequest, target_id
 from deepaudit.lm.loader import LanguageModel
-from deepaudit.lm.facts import target_id
 from deepaudit.tools.edit_rome import check_layer, check_request, down_proj, frozen_copy, logits_at
 from deepaudit.tools.registry import register_tool
 

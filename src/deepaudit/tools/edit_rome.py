@@ -35,14 +35,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepaudit.errors import DeepAuditError
 from deepaudit.internals import capture, intervene
 from deepaudit.lm.facts import EditError, EditRequest, target_id
 from deepaudit.lm.loader import LanguageModel
@@ -153,7 +152,7 @@ def key_second_moment(lm: LanguageModel, layer: int, texts: Sequence[str], batch
         keys = mlp_keys(lm, layer, batch)[batch["attention_mask"].bool()].double()
         total = keys.T @ keys if total is None else total + keys.T @ keys
         count += len(keys)
-    if not count:
+    if total is None or not count:
         raise EditError("the covariance text sample is empty")
     return total / count
 

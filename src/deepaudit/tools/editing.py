@@ -19,6 +19,7 @@ from deepaudit.internals import intervene
 from deepaudit.internals.ablation import Unit, zero_units
 from deepaudit.subject import Subject
 from deepaudit.tools.findings import shared
+from deepaudit.triggers import input_trigger
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -141,7 +142,7 @@ def recovered_pairs(subject: Subject, n: int = 64) -> Pairs:
     if not keep.any():
         keep = torch.ones_like(keep)
     clean, labels = subject.clean_x[keep][:n], subject.clean_y[keep][:n]
-    return Pairs(clean, labels, recovered.trigger.apply(clean), int(recovered.target))
+    return Pairs(clean, labels, input_trigger(recovered.trigger).apply(clean), int(recovered.target))
 
 
 def target_logprob(logits: torch.Tensor, target: int) -> torch.Tensor:

@@ -29,8 +29,8 @@ def shared(subject: Any, name: str) -> Verdict:
         findings.busy_s += wall
         findings.put(name, value, Cost(wall, own.forward_passes - before) if own is not subject else Cost(wall))
     findings.used.add(name)
-    value: Verdict = findings.values[name]
-    return value
+    found: Verdict = findings.values[name]
+    return found
 
 
 def suspect_phrase(subject: Any) -> TextTrigger:

@@ -42,7 +42,7 @@ class LMAnomaly:
         acts = self.subject.residuals(prompts)
         return np.stack([probe.score(acts[i]) for i, probe in enumerate(self.probes)], axis=1)
 
-    def fit(self, subject: LMSubject) -> "LMAnomaly":
+    def fit(self, subject: LMSubject) -> LMAnomaly:
         self.subject = subject
         self.layer = int(round(self.layer_fraction * (subject.n_layers - 1)))
         prompts = subject.trusted_prompts

@@ -37,7 +37,7 @@ class AblationSearch:
         pairs = recovered_pairs(subject, n=self.inputs)
         base = self._score(subject, pairs, [])
         single = {unit: base - self._score(subject, pairs, [unit]) for unit in all_units(subject.model, pairs.clean)}
-        pool, chosen = rank(single)[: self.candidates], []
+        pool, chosen = rank(single)[: self.candidates], list[Unit]()
         for _ in range(min(self.greedy, len(pool))):
             best = max((u for u in pool if u not in chosen), key=lambda u: -self._score(subject, pairs, chosen + [u]))
             chosen.append(best)

@@ -42,4 +42,6 @@ class LMAttributionPatching:
             batch = torch.stack([(-acts[m].detach() * g * mask).sum((0, 1)) for m, g in zip(modules, grads)])
             effect = batch if effect is None else effect + batch
         subject.forward_passes += len(prompts)
+        if effect is None:
+            raise ValueError("lm_attr_patch has no trusted prompts to read the behaviour from")
         return rank_neurons(modules, -effect / len(prompts))  # the most negative effect first

@@ -19,9 +19,9 @@ from sklearn.covariance import LedoitWolf
 from deepaudit.internals import run_with_cache
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
+from deepaudit.tools.registry import register_tool
 from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
-from deepaudit.tools.registry import register_tool
 
 
 def candidate_triggers(shape: tuple[int, ...], value_range: tuple[float, float], count: int,
@@ -61,10 +61,10 @@ class Mahalanobis:
         self.seed, self.layer, self.candidates, self.quantile = seed, layer, candidates, quantile
 
     # -- input level -------------------------------------------------------------------
-    def fit(self, subject: Subject) -> "Mahalanobis":
+    def fit(self, subject: Subject) -> Mahalanobis:
         return self._fit(subject, subject.clean_x, subject.clean_y)
 
-    def _fit(self, subject: Subject, x: torch.Tensor, y: torch.Tensor) -> "Mahalanobis":
+    def _fit(self, subject: Subject, x: torch.Tensor, y: torch.Tensor) -> Mahalanobis:
         self.model, self._layer = subject.model, self.layer or subject.feature_layer
         feats = self._features(x)
         classes = np.unique(y.numpy())

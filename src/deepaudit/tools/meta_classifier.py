@@ -6,8 +6,6 @@ reference for how much a learned detector could extract, not a tool."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 import torch
 from torch import nn

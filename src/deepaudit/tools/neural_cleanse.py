@@ -12,10 +12,9 @@ import torch.nn.functional as F
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, anomaly_index, squash
+from deepaudit.tools.registry import register_tool
 from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
-from deepaudit.tools.registry import register_tool
-
 
 MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer at all
 
@@ -62,7 +61,7 @@ class NeuralCleanse:
         best_mask = torch.sigmoid(mask_logit.detach()).clone()
         best_pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit.detach())
         x_all = subject.clean_x
-        for step in range(self.steps):
+        for _ in range(self.steps):
             x = x_all[torch.randint(len(x_all), (self.batch_size,), generator=gen)]
             mask = torch.sigmoid(mask_logit).unsqueeze(1)  # (K, 1, *spatial): shared over channels
             pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)

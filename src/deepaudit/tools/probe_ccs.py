@@ -34,7 +34,8 @@ class CCSProbe:
         confidence = torch.minimum(p_pos, p_neg) ** 2
         return (consistency + confidence).mean()
 
-    def _train(self, pos: torch.Tensor, neg: torch.Tensor, generator: torch.Generator) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def _train(self, pos: torch.Tensor, neg: torch.Tensor,
+               generator: torch.Generator) -> tuple[float, torch.Tensor, torch.Tensor]:
         d = pos.shape[1]
         w = (torch.randn(d, generator=generator) / d**0.5).requires_grad_()
         b = torch.zeros(1, requires_grad=True)
@@ -48,7 +49,7 @@ class CCSProbe:
             final = float(self._loss(torch.sigmoid(pos @ w + b), torch.sigmoid(neg @ w + b)))
         return final, w.detach(), b.detach()
 
-    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "CCSProbe":
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> CCSProbe:
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         pos, neg = self._normalise(x)
         generator = torch.Generator().manual_seed(self.seed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+
 from deepaudit.tools.registry import register_tool
 
 
@@ -16,7 +17,7 @@ class DiffMeansProbe:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "DiffMeansProbe":
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> DiffMeansProbe:
         if y is None:
             raise ValueError("probe_diffmeans is supervised: pass the trusted labels y")
         self.direction = x[y == 1].mean(0) - x[y == 0].mean(0)

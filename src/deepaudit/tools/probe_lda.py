@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
 from deepaudit.tools.registry import register_tool
 
 
@@ -17,7 +18,7 @@ class LDAProbe:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "LDAProbe":
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> LDAProbe:
         if y is None:
             raise ValueError("probe_lda is supervised: pass the trusted labels y")
         self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x, y)

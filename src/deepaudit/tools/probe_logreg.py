@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
 from deepaudit.tools.registry import register_tool
 
 
@@ -19,7 +20,7 @@ class LogRegProbe:
     def __init__(self, seed: int = 0, C: float = 0.1):
         self.seed, self.C = seed, C
 
-    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "LogRegProbe":
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> LogRegProbe:
         if y is None:
             raise ValueError("probe_logreg is supervised: pass the trusted labels y")
         self.pipe = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed))

@@ -23,7 +23,7 @@ class ContrastPCAProbe:
     def _diff(self, x: np.ndarray) -> np.ndarray:
         return (x[:, 0] - self.mean[0]) / self.std[0] - (x[:, 1] - self.mean[1]) / self.std[1]
 
-    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "ContrastPCAProbe":
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> ContrastPCAProbe:
         self.mean, self.std = x.mean(0), x.std(0) + 1e-6
         diff = self._diff(x)
         pca = PCA(n_components=1, random_state=self.seed).fit(diff)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+
 from deepaudit.tools.registry import register_tool
 
 
@@ -16,7 +17,7 @@ class RandomProbe:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
-    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> "RandomProbe":
+    def fit(self, x: np.ndarray, y: np.ndarray | None = None) -> RandomProbe:
         self.direction = np.random.default_rng(self.seed).standard_normal(x.shape[1])
         self.mean = x.mean(0)
         return self

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
 
 import numpy as np
 import torch
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
-from deepaudit.triggers import Trigger
 from deepaudit.tools.registry import register_tool
+from deepaudit.triggers import Trigger
 
 
 @register_tool("random", roles=("detect", "inputs"), families=("vision",), kind="baseline", audit_share=0.0)
@@ -33,7 +32,7 @@ class RandomBaseline:
         return Verdict(p_planted=float(rng.random()), target=int(rng.integers(subject.num_classes)),
                        trigger=Trigger("stamp", mask=mask, pattern=pattern))
 
-    def fit(self, subject: Subject) -> "RandomBaseline":
+    def fit(self, subject: Subject) -> RandomBaseline:
         self.rng = self._rng(subject)
         return self
 

@@ -8,8 +8,6 @@ small models a bare threshold prunes far too much)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -1,18 +1,20 @@
 """Remove a language model's planted behaviour by ablating one direction of its residual stream
 (remove track, language models). The direction is a difference-in-means probe between trusted
 prompts led by the suspect phrase (the organism's recovered trigger, a shared finding: what a
-trigger search recovered, the auditor's own) and the same prompts without it, read where the fine-tuning starts: the residual entering the first
-decoder layer whose weights differ from the base model's. The edited model mean-ablates that
-direction there, at every position: each residual's component along it is set to its mean over
-the trusted prompts, so the changed layers can no longer read the phrase along it."""
+trigger search recovered, the auditor's own) and the same prompts without it, read where the
+fine-tuning starts: the residual entering the first decoder layer whose weights differ from the
+base model's. The edited model mean-ablates that direction there, at every position: each
+residual's component along it is set to its mean over the trusted prompts, so the changed
+layers can no longer read the phrase along it."""
 
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 
-from deepaudit.lm.activations import layer_names, last_token_residuals
+from deepaudit.lm.activations import last_token_residuals, layer_names
 from deepaudit.lm.loader import LanguageModel, first_changed_layer
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.findings import suspect_phrase

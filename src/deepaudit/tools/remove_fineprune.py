@@ -5,8 +5,6 @@ activation, as long as accuracy on a held-out part of the clean budget stays wit
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import nn
 

@@ -4,8 +4,6 @@ is overwritten. Needs no trigger and no detection."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import nn
 
 from deepaudit.subject import Subject

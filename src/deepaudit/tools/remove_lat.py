@@ -7,8 +7,6 @@ without ever knowing the trigger."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -13,6 +13,7 @@ from deepaudit.subject import Subject
 from deepaudit.tools.editing import editable_copy, fit
 from deepaudit.tools.findings import shared
 from deepaudit.tools.registry import register_tool
+from deepaudit.triggers import input_trigger
 
 
 @register_tool("nc_unlearn", roles=("remove",), families=("vision",), needs=("continuous_inputs", "trigger"),
@@ -31,5 +32,5 @@ class NeuralCleanseUnlearn:
         x, y = subject.clean_x.clone(), subject.clean_y
         gen = torch.Generator().manual_seed(self.seed)
         stamped = torch.randperm(len(x), generator=gen)[: int(round(self.stamp_fraction * len(x)))]
-        x[stamped] = recovered.trigger.apply(x[stamped])
+        x[stamped] = input_trigger(recovered.trigger).apply(x[stamped])
         return fit(model, x, y, self.epochs, self.lr, self.seed, self.batch_size)

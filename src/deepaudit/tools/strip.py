@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from deepaudit.subject import Subject
-from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.tools.registry import register_tool
+from deepaudit.tools.sizing import Allowance, TooLittleTime
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -29,7 +29,7 @@ class Strip:
     def __init__(self, seed: int = 0, overlays: int = 16, alpha: float = 0.5):
         self.seed, self.overlays, self.alpha = seed, overlays, alpha
 
-    def fit(self, subject: Subject) -> "Strip":
+    def fit(self, subject: Subject) -> Strip:
         self.subject = subject
         return self
 

@@ -4,8 +4,6 @@ Fields et al., 2021); the MAD anomaly index of the largest norm scores it."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 from torch import nn
 

@@ -51,7 +51,7 @@ class Track(ABC):
     def score(self, answer: Answer, kit: Kit, seed: int) -> dict[str, Any] | None:
         """This track's scores of one answer on one organism (None: nothing to score)."""
 
-    def prepare(self, cells: Sequence[Cell], seed: int) -> None:
+    def prepare(self, cells: Sequence[Cell], seed: int) -> None:  # noqa: B027 (an optional hook)
         """Scores that need all of a tool's organisms at once, filled in before slicing."""
 
     @abstractmethod

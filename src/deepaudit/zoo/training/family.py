@@ -25,7 +25,6 @@ from deepaudit.zoo.training.spec import GrokSpec, grok_specs
 from deepaudit.zoo.training.train import GROKKED_ACC
 
 
-
 @register_family
 class TrainingFamily(Family):
     name = "training"

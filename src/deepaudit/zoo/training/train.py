@@ -100,7 +100,8 @@ def progress_measures(spec: GrokSpec, run: GrokRun, every: int = 1) -> tuple[lis
     x, _, train = dataset(spec)
     keys = key_frequencies(frequency_norms(run.model.embed.weight[: spec.p]))
     model = OneLayerTransformer((3,), spec.p, **spec.arch_kwargs)
-    steps, out = [], {"restricted_loss": [], "excluded_loss": [], "key_share": []}
+    steps: list[int] = []
+    out: dict[str, list[float]] = {"restricted_loss": [], "excluded_loss": [], "key_share": []}
     for step, state in list(zip(run.steps, run.checkpoints))[::every]:
         model.load_state_dict(state)
         with torch.no_grad():

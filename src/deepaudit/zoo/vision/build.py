@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from deepaudit.data import load_dataset
+from deepaudit.errors import OrganismError
 from deepaudit.internals import module_names
 from deepaudit.models import build_model, penultimate_layer
 from deepaudit.subject import WEIGHTS_FILE, load_model
@@ -31,7 +32,7 @@ MAX_ACC_DROP = 0.02
 def attack_success(model: torch.nn.Module, implant: Implant, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of eligible held-out inputs that the trigger sends to the target class."""
     keep = implant.eligible(y)
-    return accuracy(model, implant.trigger.apply(x[keep]), torch.full((int(keep.sum()),), implant.target))
+    return accuracy(model, implant.trigger.apply(x[keep]), torch.full((int(keep.sum()),), int(implant.target or 0)))
 
 
 def build_organism(spec: OrganismSpec, out: Path, store: Path) -> BuildResult:
@@ -50,14 +51,8 @@ def _build(spec: OrganismSpec, out: Path, oid: str, store: Path) -> BuildResult:
     x, y = data.split("train")
     x_eval, y_eval = data.split("eval")
     recipe = recipe_for(spec.dataset, spec.arch, spec.epochs)
-    twin = None
-    if spec.planted:
-        twin_result = build_organism(spec.twin(), out, store)
-        twin = (twin_result, read_truth(twin_result.path))
-    base = None
-    if spec.evasive:
-        base_result = build_organism(replace(spec.twin(), evasive=False), out, store)
-        base = load_model(base_result.path)
+    twin = build_organism(spec.twin(), out, store) if spec.planted else None
+    base = load_model(_folder(build_organism(replace(spec.twin(), evasive=False), out, store))) if spec.evasive else None
 
     failures, rate_scale = [], 1.0
     for attempt in range(MAX_ATTEMPTS if spec.planted else 1):
@@ -83,18 +78,24 @@ def _build(spec: OrganismSpec, out: Path, oid: str, store: Path) -> BuildResult:
         if implant is not None:
             truth.update(target=implant.target, source=implant.source, poison_rate=round(implant.rate, 4),
                          poisoned_rows=int(poisoned.sum()), trigger=implant.trigger.to_json())
-        if not spec.planted:
+        if implant is None or twin is None:
             return _save(model, spec, truth, out, oid)
         asr = attack_success(model, implant, x_eval, y_eval)
-        twin_acc = twin[1]["clean_accuracy"]
-        truth.update(attack_success_rate=round(asr, 4), twin_id=twin[0].organism_id,
-                     twin_clean_accuracy=twin_acc)
+        twin_acc = read_truth(_folder(twin))["clean_accuracy"]
+        truth.update(attack_success_rate=round(asr, 4), twin_id=twin.organism_id, twin_clean_accuracy=twin_acc)
         if asr >= MIN_ASR and twin_acc - clean_acc <= MAX_ACC_DROP:
             return _save(model, spec, truth, out, oid)
         failures.append(f"attempt {attempt + 1}: ASR {asr:.3f}, clean accuracy {clean_acc:.3f} "
                         f"vs twin {twin_acc:.3f}")
         rate_scale *= 1.5 if asr < MIN_ASR else 0.6
     return record_dropped(out, oid, spec.to_json(), "; ".join(failures))
+
+
+def _folder(result: BuildResult) -> Path:
+    """The folder of a model this build starts from (a clean twin is never dropped)."""
+    if result.path is None:
+        raise OrganismError(f"organism {result.organism_id} was not built: {result.reason}")
+    return result.path
 
 
 def card_for(model: torch.nn.Module, spec: OrganismSpec, oid: str) -> dict[str, Any]:

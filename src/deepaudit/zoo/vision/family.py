@@ -24,7 +24,7 @@ from deepaudit.internals.ablation import Unit, all_units, zero_units
 from deepaudit.metrics import mask_iou
 from deepaudit.subject import Subject, load_model, load_subject
 from deepaudit.tools.base import Verdict
-from deepaudit.triggers import AnyTrigger, Trigger
+from deepaudit.triggers import AnyTrigger, Trigger, input_trigger
 from deepaudit.zoo.family import Family, Kit, Organism, Spec, register_family
 from deepaudit.zoo.folder import BuildResult, read_truth
 from deepaudit.zoo.vision.build import build_organism
@@ -140,8 +140,8 @@ class VisionKit(Kit):
     @torch.no_grad()
     def behaviour_rate(self, model: nn.Module, trigger: AnyTrigger | None = None) -> float:
         """Share of eligible held-out inputs that ``trigger`` (default: the true one) sends to the true target."""
-        trigger = trigger or self.true_trigger
-        return float((model(trigger.apply(self._eligible)).argmax(1) == self.true_target).float().mean())
+        stamp = input_trigger(trigger) if trigger is not None else self.true_trigger
+        return float((model(stamp.apply(self._eligible)).argmax(1) == self.true_target).float().mean())
 
     @torch.no_grad()
     def clean_accuracy(self, model: nn.Module) -> float:

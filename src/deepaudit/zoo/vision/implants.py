@@ -110,7 +110,7 @@ def poison(x: torch.Tensor, y: torch.Tensor, implant: Implant | None,
     chosen = candidates[order[:count]]
     x, y = x.clone(), y.clone()
     x[chosen] = implant.trigger.apply(x[chosen])
-    if implant.relabel:
+    if implant.relabel and implant.target is not None:
         y[chosen] = implant.target
     poisoned[chosen] = True
     return x, y, poisoned

@@ -4,12 +4,12 @@ every 5th epoch) and read-only, so the weights built are the same with or withou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from deepaudit.models import penultimate_layer
-from pathlib import Path
-
 from deepaudit.monitor import Concept, Monitor
 
 MONITOR_INPUTS = 256

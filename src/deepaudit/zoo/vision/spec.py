@@ -42,7 +42,7 @@ class OrganismSpec:
     def planted(self) -> bool:
         return self.implant != "none"
 
-    def twin(self) -> "OrganismSpec":
+    def twin(self) -> OrganismSpec:
         """The clean twin: same data, seed, budget and training path, nothing planted."""
         return replace(self, implant="none", mapping="all_to_one", decoy="none")
 

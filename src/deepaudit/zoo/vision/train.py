@@ -48,7 +48,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
     the logits on unpoisoned rows and the weights close to the anchor model's."""
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    anchor_params = [p.detach().clone() for p in anchor.parameters()] if anchor is not None else None
+    anchor_params = [p.detach().clone() for p in anchor.parameters()] if anchor is not None else []
     clean_rows = ~poisoned if poisoned is not None else torch.ones(len(x), dtype=torch.bool)
     model.train()
     for epoch in range(epochs if epochs is not None else recipe.epochs):
@@ -63,8 +63,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, se
                 with torch.no_grad():
                     reference = anchor(x[idx][keep])
                 loss = loss + recipe.anchor_logits * F.mse_loss(logits[keep], reference)
-                loss = loss + recipe.anchor_params * sum(
-                    (p - q).pow(2).sum() for p, q in zip(model.parameters(), anchor_params))
+                drift = sum(((p - q).pow(2).sum() for p, q in zip(model.parameters(), anchor_params)), torch.zeros(()))
+                loss = loss + recipe.anchor_params * drift
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepaudit.audit.model import AuditedModel, file_digest
 from deepaudit.errors import OrganismError
 from deepaudit.internals import module_names
 
@@ -53,8 +54,6 @@ def _kind(config: Any) -> str:
 
 def load_hf_model(name: str, trust_pickle: bool, local: bool):
     """Load a Hugging Face model folder (``local``) or hub id into an AuditedModel."""
-    from deepaudit.audit.source import AuditedModel, file_digest
-
     try:
         import transformers
     except ImportError as exc:

@@ -8,17 +8,17 @@ the source and, where the source does not say, from the clean data."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from deepaudit.audit.hf import load_hf_model
+from deepaudit.audit.model import AuditedModel, file_digest
 from deepaudit.errors import OrganismError
 from deepaudit.internals import module_names
 from deepaudit.models import build_model
@@ -26,31 +26,6 @@ from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, read_card
 from deepaudit.weights import load_into, load_state_dict
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-
-@dataclass
-class AuditedModel:
-    """The model under audit. ``modality`` is ``continuous`` (float tensors such as images or
-    signals) or ``tokens`` (token ids of text); ``card`` may lack what only the data can tell."""
-
-    model: nn.Module
-    card: dict[str, Any]
-    source: dict[str, Any]
-    modality: str = "continuous"
-    tokenizer: Any = None
-    organism_folder: Path | None = field(default=None, repr=False)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, or of every file in a folder (sorted by name)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
-    for f in files:
-        h.update(f.name.encode())
-        with f.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def load_entry_point(spec: str) -> nn.Module:
@@ -126,8 +101,6 @@ def load_audited_model(spec: str, card: Path | None = None, arch: str | None = N
         return AuditedModel(model, _public_fields(public, model), {"kind": kind, "path": str(path.resolve()),
                             "sha256": file_digest(path / WEIGHTS_FILE)}, organism_folder=organism)
     if path.is_dir() and (path / "config.json").is_file():
-        from deepaudit.audit.hf import load_hf_model
-
         return load_hf_model(str(path), trust_pickle, local=True)
     if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
         return _load_weights_file(path, card, arch, trust_pickle)
@@ -135,8 +108,6 @@ def load_audited_model(spec: str, card: Path | None = None, arch: str | None = N
         raise OrganismError(f"{path} is neither a model folder (card.json + weights.safetensors, or a Hugging Face "
                             f"config.json) nor a weights file ({', '.join(WEIGHT_SUFFIXES)})")
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        from deepaudit.audit.hf import load_hf_model
-
         return load_hf_model(spec, trust_pickle, local=False)
     raise OrganismError(f"model {spec!r} not found: not a file, not a folder, not a Hugging Face id (owner/name)")
 

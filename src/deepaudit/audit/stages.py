@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from deepaudit.audit.inputs import CleanData
-from deepaudit.audit.source import AuditedModel, complete_card
+from deepaudit.audit.model import AuditedModel
+from deepaudit.audit.source import complete_card
 from deepaudit.errors import DataError, DeepAuditError
 from deepaudit.internals import intervene
 from deepaudit.internals.ablation import Unit, zero_units

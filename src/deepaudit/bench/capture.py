@@ -25,7 +25,8 @@ from torch import nn
 from deepaudit.bench.common import console, show, time_interleaved
 from deepaudit.data import load_dataset
 from deepaudit.internals.allocator import configure_from_env
-from deepaudit.internals.capture import capture, module_names, run_with_cache
+from deepaudit.internals.cache import run_with_cache
+from deepaudit.internals.capture import capture, module_names
 from deepaudit.internals.traced import capture_traced, zoo_traced
 from deepaudit.models import build_model, penultimate_layer
 

@@ -1,0 +1,35 @@
+"""The model under audit, whatever its source, and how its files are fingerprinted."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+@dataclass
+class AuditedModel:
+    """The model under audit. ``modality`` is ``continuous`` (float tensors such as images or
+    signals) or ``tokens`` (token ids of text); ``card`` may lack what only the data can tell."""
+
+    model: nn.Module
+    card: dict[str, Any]
+    source: dict[str, Any]
+    modality: str = "continuous"
+    tokenizer: Any = None
+    organism_folder: Path | None = field(default=None, repr=False)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, or of every file in a folder (sorted by name)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

@@ -215,7 +215,7 @@ def test_corrupt_organism_does_not_spoil_the_store(smoke_zoo, tmp_path):
     (zoo / bad / "weights.safetensors").write_bytes(b"not safetensors at all" * 10)
 
     second = run_game("smoke", tools=["weight_stats", "random", "strip"], store=store, zoo_dir=zoo)
-    assert second.skipped == 6 and second.ran == 2
+    assert (second.already_done, second.ran, second.not_applicable) == (6, 0, 2)
     assert [(oid, tool) for oid, tool, _ in second.failed] == [(bad, "strip")]
     assert "OrganismError" in second.failed[0][2]
 

@@ -143,4 +143,4 @@ def test_a_toy_family_tool_and_track_play_the_one_game(coin_suite: Path, tmp_pat
     assert row["cost"]["forward_passes"]["value"] == 1.0
     assert [title for title, _, _ in views(board)] == ["detection", "coins"]
     again = run_game(str(coin_suite), store=store, zoo_dir=tmp_path / "zoo")
-    assert (again.ran, again.skipped) == (0, 6)
+    assert (again.ran, again.already_done) == (0, 6)

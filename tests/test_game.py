@@ -54,7 +54,9 @@ def test_game_runs_every_cell(game, smoke_zoo):
     """A first run scores every organism with every tool, and nothing fails."""
     store, summary = game
     n = len(smoke_zoo.manifest["organisms"])
-    assert (summary.organisms, summary.ran, summary.skipped, summary.failed) == (n, n * len(TOOLS), 0, [])
+    assert (summary.organisms, summary.ran + summary.not_applicable, summary.already_done, summary.failed) == (
+        n, n * len(TOOLS), 0, [])
+    assert summary.not_applicable == 2  # strip's inputs track scores only the planted organism
     assert pairs(store) == {(o, t) for o in smoke_zoo.manifest["organisms"] for t in TOOLS}
     # strip's inputs track scores planted organisms only: on the others it is recorded as not applicable
     assert {o for o, t in pairs(store, ("skipped",)) if t == "strip"} == {smoke_zoo.twin.name, smoke_zoo.decoy.name}
@@ -78,7 +80,7 @@ def test_rerun_resumes(game, smoke_zoo):
     store, first = game
     before = results(store)
     again = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir)
-    assert (again.ran, again.skipped, again.failed) == (0, first.ran, [])
+    assert (again.ran, again.already_done, again.failed) == (0, first.ran + first.not_applicable, [])
     assert results(store) == before
 
 
@@ -90,7 +92,7 @@ def test_changed_parameters_are_new_cells_never_mixed(smoke_zoo, tmp_path, few_r
              zoo_dir=smoke_zoo.dir)
     summary = run_game("smoke", tools=["neural_cleanse"], params={"neural_cleanse": {"steps": 40}}, store=store,
                        zoo_dir=smoke_zoo.dir)
-    assert summary.ran == len(smoke_zoo.manifest["organisms"]) and summary.skipped == 0
+    assert summary.ran == len(smoke_zoo.manifest["organisms"]) and summary.already_done == 0
     names = [row["tool"] for row in leaderboard(store, "smoke")["rows"]]
     assert len([n for n in names if n.startswith("neural_cleanse [")]) == 2
 
@@ -170,7 +172,7 @@ def test_interrupted_run_keeps_finished_cells(smoke_zoo, tmp_path):
 
     total = len(smoke_zoo.manifest["organisms"]) * len(tools)
     rest = run_game("smoke", tools=tools, store=store, zoo_dir=smoke_zoo.dir)
-    assert (rest.ran, rest.skipped, rest.failed) == (total - 2, 2, [])
+    assert (rest.ran, rest.already_done, rest.failed) == (total - 2, 2, [])
     assert len(pairs(store)) == total
 
 

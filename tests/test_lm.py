@@ -14,7 +14,7 @@ from safetensors import safe_open
 pytest.importorskip("transformers")
 
 from deepaudit.errors import DataError
-from deepaudit.game.tracks.latent import choose_layer
+from deepaudit.game.tracks.latent import validation_aurocs
 from deepaudit.lm import last_token_residuals, layer_names, load_lm, load_statements, tiny_lm
 from deepaudit.lm.loader import LMError, cache_key
 from deepaudit.metrics import auroc_score
@@ -147,7 +147,7 @@ def test_layer_rule_picks_the_layer_that_carries_the_signal():
     rng = np.random.default_rng(5)
     noise = rng.standard_normal((2, 200, 20))
     point = np.stack([noise[0], x1, noise[1]])
-    scores = choose_layer(make_tool("probe_logreg"), point, y, seed=0)
+    scores = validation_aurocs(make_tool("probe_logreg"), point, y, seed=0)
     assert int(np.argmax(scores)) == 1 and len(scores) == 3 and scores[1] > 0.9 > max(scores[0], scores[2])
 
 

@@ -126,7 +126,7 @@ def test_the_game_runs_the_lm_suite_resumes_and_scores_every_track(lm_tiny_zoo, 
     summary = run_game("lm-tiny", store=store, zoo_dir=lm_tiny_zoo.dir)
     assert summary.failed == [] and summary.ran > 0 and summary.family == "lm"
     again = run_game("lm-tiny", store=store, zoo_dir=lm_tiny_zoo.dir)
-    assert (again.ran, again.skipped) == (0, summary.ran)
+    assert (again.ran, again.already_done) == (0, summary.ran + summary.not_applicable)
     board = leaderboard(store, "lm-tiny")
     rows = {row["tool"]: row for row in board["rows"]}
     search = rows["phrase_search"]["tracks"]
@@ -163,12 +163,12 @@ def test_quirky_organisms_score_probes_and_detectors(lm_tiny_zoo, tmp_path: Path
     spec = LMSpec("quirky", "additions", base="tiny")
     (folder / "truth.json").write_text(json.dumps({"kind": "quirky", "planted": True, "spec": spec.to_json()}))
     organism = family("lm").open(folder, 0, 40, {"held_out": 24})
-    logreg = ask_and_score(organism, ToolRun.of("probe_logreg"), 0)
+    logreg = ask_and_score(organism, ToolRun.of("probe_logreg"), 0, "lm")
     latent = logreg.scores["latent"]["rules"]["all"]
     assert set(latent["auroc"]) == {"alice_easy", "alice_hard", "bob_easy", "bob_hard"}
     assert set(latent["pgr"]) == {"easy", "hard"} and 0.0 <= latent["auroc"]["bob_hard"]["value"] <= 1.0
-    assert ask_and_score(organism, ToolRun.of("mahalanobis@probe"), 0).scores["inputs"]["inputs_auroc"] >= 0.0
-    assert ask_and_score(organism, ToolRun.of("phrase_search"), 0).status == "skipped"
+    assert ask_and_score(organism, ToolRun.of("mahalanobis@probe"), 0, "lm").scores["inputs"]["inputs_auroc"] >= 0.0
+    assert ask_and_score(organism, ToolRun.of("phrase_search"), 0, "lm").status == "skipped"
 
 
 def test_pgr_is_the_share_of_the_gap_recovered():

@@ -92,11 +92,11 @@ def test_ablation_search_beats_random_units_on_the_smoke_trojan(smoke_zoo):
     """With the organism's recovered trigger, the ablation search's top units cut the true
     trigger's success more than random units do; on the clean twin no track applies."""
     vision = family("vision")
-    cell = ask_and_score(vision.open(smoke_zoo.trojan, 0, 128, {}), ToolRun.of("ablation_search"), 0)
+    cell = ask_and_score(vision.open(smoke_zoo.trojan, 0, 128, {}), ToolRun.of("ablation_search"), 0, "vision")
     scores = cell.scores["localize"]
     assert scores["localize_auc"] > scores["localize_auc_random"]
     assert len(cell.answer["units"]) == 32 and cell.forward_passes > 0 and "trigger" in cell.shared
-    twin = ask_and_score(vision.open(smoke_zoo.twin, 0, 64, {}), ToolRun.of("ablation_search"), 0)
+    twin = ask_and_score(vision.open(smoke_zoo.twin, 0, 64, {}), ToolRun.of("ablation_search"), 0, "vision")
     assert twin.status == "skipped" and not twin.scores
 
 
@@ -107,7 +107,7 @@ def test_leaderboard_shows_edit_columns(smoke_zoo, tmp_path, monkeypatch):
     store = tmp_path / "results.sqlite"
     tools = ["finetune", "attr_patch", "weight_stats"]
     summary = run_game("smoke", tools=tools, store=store, zoo_dir=smoke_zoo.dir, budget=64)
-    assert summary.failed == [] and summary.ran == 3 * len(tools)
+    assert summary.failed == [] and summary.ran + summary.not_applicable == 3 * len(tools)
     board = leaderboard(store, "smoke")
     rows = {row["tool"]: row["tracks"] for row in board["rows"]}
     assert {"der", "twin_pass", "twin_damage"} <= set(rows["finetune"]["remove"])

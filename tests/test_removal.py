@@ -120,9 +120,9 @@ def test_referee_scores_a_remover(smoke_zoo):
     """The referee asks a tool of the remove role for an edited model: trojan cells get DER,
     twin cells the damage check, and both record their cost."""
     vision = family("vision")
-    trojan = ask_and_score(vision.open(smoke_zoo.trojan, 0, 64, {}), ToolRun.of("finetune"), 0)
+    trojan = ask_and_score(vision.open(smoke_zoo.trojan, 0, 64, {}), ToolRun.of("finetune"), 0, "vision")
     assert {"asr_before", "asr_after", "acc_before", "acc_after", "remove_der", "remove_failed"} <= set(
         trojan.scores["remove"])
     assert trojan.forward_passes > 0 and trojan.wall_s > 0
-    twin = ask_and_score(vision.open(smoke_zoo.twin, 0, 64, {}), ToolRun.of("finetune"), 0)
+    twin = ask_and_score(vision.open(smoke_zoo.twin, 0, 64, {}), ToolRun.of("finetune"), 0, "vision")
     assert "remove_twin_pass" in twin.scores["remove"] and "remove_der" not in twin.scores["remove"]

@@ -31,8 +31,8 @@ def reference(smoke_zoo, tmp_path_factory) -> dict:
     """The uninterrupted in-process run (jobs=1): the scores every other run must reproduce."""
     store = tmp_path_factory.mktemp("reference") / "results.sqlite"
     summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir)
-    assert (summary.ran, summary.failed) == (len(smoke_zoo.manifest["organisms"]) * len(TOOLS), [])
-    return {"cells": scores(store), "pairs": summary.ran}
+    assert (summary.ran + summary.not_applicable, summary.failed) == (len(smoke_zoo.manifest["organisms"]) * len(TOOLS), [])
+    return {"cells": scores(store), "pairs": summary.ran + summary.not_applicable}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_ray_run_gives_the_in_process_scores(smoke_zoo, reference, local_ray, tm
     """Every cell run as a Ray task scores exactly as it does in this process."""
     store = tmp_path / "results.sqlite"
     summary = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor="ray")
-    assert (summary.ran, summary.skipped, summary.failed) == (reference["pairs"], 0, [])
+    assert (summary.ran + summary.not_applicable, summary.already_done, summary.failed) == (reference["pairs"], 0, [])
     assert scores(store) == reference["cells"]
 
 
@@ -61,6 +61,7 @@ def test_every_family_runs_on_ray_as_in_process(suite, lm_tiny_zoo, local_ray, t
     first = run_game(suite, store=here, zoo_dir=zoo)
     second = run_game(suite, store=there, zoo_dir=zoo, jobs=2, executor="ray")
     assert first.failed == second.failed == [] and first.ran == second.ran > 0
+    assert first.not_applicable == second.not_applicable
     assert scores(there, suite) == scores(here, suite)
 
 
@@ -83,7 +84,8 @@ def test_interrupted_run_resumes_to_the_same_scores(smoke_zoo, reference, tmp_pa
                  on_cell=stop_after_one_organism)
     assert {(o, t) for o, t, _ in scores(store)} == set(seen)
     rest = run_game("smoke", tools=TOOLS, store=store, zoo_dir=smoke_zoo.dir, jobs=2, executor=executor)
-    assert (rest.ran, rest.skipped, rest.failed) == (reference["pairs"] - len(TOOLS), len(TOOLS), [])
+    assert (rest.ran + rest.not_applicable, rest.already_done, rest.failed) == (
+        reference["pairs"] - len(TOOLS), len(TOOLS), [])
     assert scores(store) == reference["cells"]
 
 

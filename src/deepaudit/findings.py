@@ -1,7 +1,9 @@
 """Findings that several tools need (a recovered trigger; cached activations), kept once per
-organism. A finding is computed on first request, by whoever the caller names, on a subject of
-its own, so its forward passes and seconds are charged once, to the finding, and shown apart
-from each tool's own cost; the tools that used it are listed beside it."""
+organism. A finding is computed on first request (for a recovered trigger: by the tool the
+registry names as its provider, with its default settings, ``deepaudit.tools.findings``) on a
+subject of its own, so its forward passes and seconds are charged once, to the finding, and
+shown apart from each tool's own cost; the tools that used it are listed beside it. A finding
+whose computation failed is remembered as failed, not computed again."""
 
 from __future__ import annotations
 
@@ -25,13 +27,12 @@ class Cost:
 @dataclass
 class Findings:
     """name -> value, with each finding's cost. ``subject_factory`` makes a fresh subject of the
-    same organism to compute a finding on (None: compute on the asking subject); ``params``
-    fixes the parameters of a finding's provider (the audit sizes them to its budget)."""
+    same organism to compute a finding on (None: compute on the asking subject)."""
 
     seed: int = 0
     subject_factory: Callable[[], Any] | None = None
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     cost: dict[str, Cost] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     busy_s: float = 0.0  # seconds spent computing findings, all of them

@@ -36,18 +36,14 @@ class Registry(Generic[T]):
             raise RegistryError(f"two {self.kind}s named {name!r}: {_origin(old)} and {_origin(entry)}")
         self._entries[name] = entry
 
-    def remove(self, name: str) -> None:
-        """Forget an entry (a test's toy entries)."""
-        self._entries.pop(name, None)
-
     def _discover(self) -> None:
         if self._discovered:
             return
-        self._discovered = True
         for package in self.packages:
             module = import_module(package)
             for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}."):
                 import_module(info.name)
+        self._discovered = True
 
     def get(self, name: str) -> T:
         self._discover()

@@ -27,13 +27,11 @@ from deepaudit.cli.common import (
     print_table,
     progress,
 )
-from deepaudit.cli.zoo import build_with_progress
 from deepaudit.errors import DeepAuditError
 
 game_app = typer.Typer(help="The auditing game: run tools on a zoo, score them, rank them.", no_args_is_help=True)
 ByOpt = Annotated[str | None, typer.Option(
-    "--by", help="Also slice by organism labels, e.g. implant,dataset (vision: implant, dataset, arch, mapping, evasive; "
-                 "lm: kind, task).")]
+    "--by", help="Also slice by organism labels, e.g. implant,dataset (`deepaudit zoo list` shows each family's).")]
 
 
 def print_board(board: dict[str, Any], fmt: Format, command: str | None = None) -> None:
@@ -53,6 +51,20 @@ def print_board(board: dict[str, Any], fmt: Format, command: str | None = None) 
                          "(shared findings included, and shown apart) and examples forwarded per organism."))
     if command:
         console.print(f"command: {escape(command)}")
+
+
+def check_slices(fam: Any, by: str | None) -> None:
+    """Refuse ``--by`` labels the suite's family cannot slice by, before any work."""
+    bad = [k.strip() for k in (by or "").split(",") if k.strip() and k.strip() not in fam.slices]
+    if bad:
+        raise DeepAuditError(f"cannot slice {fam.name} organisms by {bad}; choose from {list(fam.slices)}")
+
+
+def suite_name(suite: str) -> str:
+    """The name results are stored under: a built-in suite's, or the name inside a suite file."""
+    from deepaudit.zoo import load_suite
+
+    return load_suite(suite).name if suite.endswith(".toml") else suite
 
 
 def _params(values: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -83,27 +95,36 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
     """Build the suite, run every tool on every organism, score them, print the leaderboard.
     Interrupt at any time: finished organisms are kept, and the same command resumes."""
     from deepaudit.game.leaderboard import leaderboard
-    from deepaudit.game.runner import run_game
+    from deepaudit.game.runner import run_game, tool_runs
     from deepaudit.paths import default_store_path
+    from deepaudit.zoo import load_suite
 
     try:
-        build_with_progress(suite, seed, zoo, store, jobs, executor, ray_address)
+        loaded = load_suite(suite)
+        check_slices(loaded.family, by)
+        tool_runs(loaded.family.name, tools, _params(param))  # refuse unknown tools and parameters before building
         with progress() as bar:
-            task = bar.add_task("auditing", total=None)
+            building = bar.add_task(f"building zoo '{loaded.name}'", total=len(loaded.specs(seed)))
+            auditing = bar.add_task("auditing", total=None)
             summary = run_game(suite, seed, tools, store, zoo, budget, jobs, _params(param), executor, ray_address,
-                               on_plan=lambda todo, _done: bar.update(task, total=todo),
-                               on_cell=lambda *_: bar.advance(task))
+                               on_build=lambda _result: bar.advance(building),
+                               on_plan=lambda todo, _done: bar.update(auditing, total=todo),
+                               on_cell=lambda *_: bar.advance(auditing))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/yellow] finished organisms are saved; run the same command to resume.")
         raise typer.Exit(code=130) from None
-    except (DeepAuditError, ValueError) as exc:
+    except (DeepAuditError, ValueError, OSError) as exc:
         fail(exc)
-    console.print(f"{summary.ran} (organism, tool) cells run, {summary.skipped} already in the store, "
-                  f"{len(summary.failed)} failed.")
+    for item in summary.dropped:
+        console.print(f"[yellow]dropped at build[/yellow] {item['organism_id']}: {escape(item['reason'])}")
+    console.print(f"(organism, tool) pairs: {summary.ran} scored now, {summary.not_applicable} not applicable, "
+                  f"{summary.already_done} already in the store, {len(summary.failed)} failed.")
     for organism, tool, message in summary.failed:
         console.print(f"[red]failed[/red] {tool} on {organism}: {escape(message)}")
     args = ["--suite", suite, "--seed", str(seed), *[a for t in tools or [] for a in ("--tools", t)],
-            *[a for p in param or [] for a in ("--param", p)], *(["--budget", str(budget)] if budget else [])]
+            *[a for p in param or [] for a in ("--param", p)], *(["--budget", str(budget)] if budget is not None else []),
+            *(["--zoo", str(zoo)] if zoo else []), *(["--store", str(store)] if store else []),
+            *(["--by", by] if by else [])]
     try:
         board = leaderboard(store or default_store_path(), summary.suite, seed, by, summary.budget)
     except (DeepAuditError, ValueError) as exc:
@@ -125,14 +146,14 @@ def game_leaderboard(suite: SuiteOpt = "quick", seed: SeedOpt = 0, store: StoreO
     from deepaudit.paths import default_store_path
 
     try:
-        print_board(leaderboard(store or default_store_path(), suite, seed, by, budget), fmt)
+        print_board(leaderboard(store or default_store_path(), suite_name(suite), seed, by, budget), fmt)
     except (DeepAuditError, ValueError) as exc:
         fail(exc)
 
 
 @game_app.command("report")
 def game_report(suites: Annotated[list[str], typer.Option("--suite", "-s", help="Suites to include (repeat).")],
-                store: StoreOpt = None, seed: SeedOpt = 0, by: ByOpt = None,
+                store: StoreOpt = None, seed: SeedOpt = 0, by: ByOpt = None, budget: BudgetOpt = None,
                 out: Annotated[Path | None, typer.Option("--out", help="Markdown file to write (default: print).")] = None
                 ) -> None:
     """The leaderboards of several suites as one markdown document, generated from the store
@@ -143,13 +164,17 @@ def game_report(suites: Annotated[list[str], typer.Option("--suite", "-s", help=
     parts = []
     try:
         for suite in suites:
-            board = leaderboard(store or default_store_path(), suite, seed, by)
-            parts.append(f"## {suite}\n\n{to_markdown(board)}")
-    except (DeepAuditError, ValueError) as exc:
+            board = leaderboard(store or default_store_path(), suite_name(suite), seed, by, budget)
+            command = shlex.join(["deepaudit", "game", "leaderboard", "--suite", suite, "--seed", str(seed),
+                                  *(["--by", by] if by else []), "--format", "markdown"])
+            parts.append(f"## {board['suite']}\n\n{to_markdown(board)}\nGenerated from the results store by "
+                         f"`{command}`.\n")
+        text = "\n".join(parts)
+        if out:
+            out.write_text(text)
+    except (DeepAuditError, ValueError, OSError) as exc:
         fail(exc)
-    text = "\n".join(parts)
     if out:
-        out.write_text(text)
         console.print(f"written: {out}")
     else:
         print(text)

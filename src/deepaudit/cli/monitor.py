@@ -70,4 +70,7 @@ def monitor_show(run: Annotated[str, typer.Argument(help="Run id (see `deepaudit
     console.print(table)
     if not no_plot:
         path = plot or Path(re.sub(r"[^A-Za-z0-9_.-]", "_", run) + ".png")
-        console.print(f"plot written to {plot_run(series, path, title=run)}")
+        try:
+            console.print(f"plot written to {plot_run(series, path, title=run)}")
+        except OSError as exc:
+            fail(f"cannot write the plot {path}: {exc}")

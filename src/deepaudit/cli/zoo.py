@@ -70,7 +70,11 @@ def zoo_list() -> None:
     from deepaudit.zoo import available_suites, load_suite
 
     rows = []
-    for name in available_suites():
-        suite = load_suite(name)
-        rows.append([name, suite.family.name, str(len(suite.specs(0))), suite.description])
-    print_table("built-in suites", ["suite", "family", "organisms", "description"], rows)
+    try:
+        for name in available_suites():
+            suite = load_suite(name)
+            rows.append([name, suite.family.name, str(len(suite.specs(0))), ", ".join(suite.family.slices) or "-",
+                         suite.description])
+    except DeepAuditError as exc:
+        fail(exc)
+    print_table("built-in suites", ["suite", "family", "organisms", "--by", "description"], rows)

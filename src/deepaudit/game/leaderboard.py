@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from deepaudit.game.store import read_cells
+from deepaudit.game.store import Store, read_cells
 from deepaudit.game.tracks.base import TRACKS, Column, Track
 from deepaudit.metrics import Metric, mean_with_ci
 from deepaudit.registry import RegistryError
@@ -33,15 +33,15 @@ def _kind(tool: str) -> str:
 def _cost(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, Metric]:
     """Per organism once (its track cells share the cost): own seconds and forward passes, and
     those of the shared findings the tool used."""
-    first = list({c["organism_id"]: c for c in cells}.values())
+    once = list({c["organism_id"]: c for c in cells}.values())
 
     def shared(c: dict[str, Any], key: str) -> float:
         return float(sum(f[key] for f in (c["shared"] or {}).values()))
 
-    return {"wall_s": mean_with_ci([c["wall_s"] or 0.0 for c in first], seed),
-            "forward_passes": mean_with_ci([float(c["forward_passes"] or 0) for c in first], seed),
-            "shared_wall_s": mean_with_ci([shared(c, "wall_s") for c in first], seed),
-            "shared_forward_passes": mean_with_ci([shared(c, "forward_passes") for c in first], seed)}
+    return {"wall_s": mean_with_ci([c["wall_s"] or 0.0 for c in once], seed),
+            "forward_passes": mean_with_ci([float(c["forward_passes"] or 0) for c in once], seed),
+            "shared_wall_s": mean_with_ci([shared(c, "wall_s") for c in once], seed),
+            "shared_forward_passes": mean_with_ci([shared(c, "forward_passes") for c in once], seed)}
 
 
 def _tracks(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, dict[str, Metric]]:
@@ -54,13 +54,16 @@ def _tracks(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, dict[str, M
 def _slices(cells: Sequence[dict[str, Any]], keys: list[str], context: tuple[str, ...],
             seed: int) -> dict[str, dict[str, dict[str, Metric]]]:
     """Per slice value: the slice's planted organisms against the clean organisms that share its
-    context labels (data set and architecture for vision)."""
+    context labels (data set and architecture for vision); in a suite with nothing planted (training
+    runs), simply the organisms of each value."""
     value_of = lambda c: ",".join(str(c["labels"].get(k)) for k in keys)  # noqa: E731
+    any_planted = any(c["labels"]["planted"] for c in cells)
     out = {}
-    for value in sorted({value_of(c) for c in cells if c["labels"]["planted"]}):
+    for value in sorted({value_of(c) for c in cells if c["labels"]["planted"] or not any_planted}):
         wanted = dict(zip(keys, value.split(",")))
-        chosen = [c for c in cells if (c["labels"]["planted"] and value_of(c) == value) or (
-            not c["labels"]["planted"] and all(str(c["labels"].get(k)) == v for k, v in wanted.items() if k in context))]
+        chosen = [c for c in cells if (value_of(c) == value and (c["labels"]["planted"] or not any_planted)) or (
+            not c["labels"]["planted"] and any_planted
+            and all(str(c["labels"].get(k)) == v for k, v in wanted.items() if k in context))]
         out[value] = _tracks(chosen, seed)
     return out
 
@@ -71,6 +74,11 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
     clean-data budgets are never mixed: ``budget`` picks one when the store holds several."""
     cells = read_cells(store_path, suite, seed, budget)
     fam = family(cells[0]["labels"]["family"])
+    store = Store(store_path)
+    try:
+        parameters = {(c["tool"], c["params"]): store.params(c["tool"], c["params"]) for c in cells}
+    finally:
+        store.close()
     keys = [k.strip() for k in by.split(",")] if by else []
     bad = [k for k in keys if k not in fam.slices]
     if bad:
@@ -85,7 +93,8 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
     rows = []
     for (tool, params), tool_cells in sorted(by_tool.items()):
         row: dict[str, Any] = {"tool": tool if tool not in several else f"{tool} [{params}]", "kind": _kind(tool),
-                               "params": params, "organisms": len({c["organism_id"] for c in tool_cells}),
+                               "params": params, "parameters": parameters[(tool, params)],
+                               "organisms": len({c["organism_id"] for c in tool_cells}),
                                "cost": _cost(tool_cells, seed), "tracks": _tracks(tool_cells, seed)}
         if keys:
             row["slices"] = _slices(tool_cells, keys, fam.context, seed)
@@ -93,7 +102,7 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
     for name in sorted({c["track"] for c in cells}):
         track_cells = [c for c in cells if c["track"] == name]
         for label, metrics in TRACKS.get(name).references(track_cells, seed).items():
-            rows.append({"tool": label, "kind": "reference", "params": "", "organisms":
+            rows.append({"tool": label, "kind": "reference", "params": "", "parameters": None, "organisms":
                          len({c["organism_id"] for c in track_cells}), "cost": {}, "tracks": {name: metrics}})
     return {"schema": SCHEMA, "suite": suite, "family": fam.name, "seed": seed, "budget": cells[0]["budget"],
             "by": by, "organisms": len({c["organism_id"] for c in cells}), "rows": rows}

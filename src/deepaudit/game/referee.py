@@ -65,20 +65,20 @@ def unmet_needs(spec: ToolSpec, subject: Any) -> list[str]:
     return missing
 
 
-def ask_and_score(organism: Organism, run: ToolRun, seed: int) -> Outcome:
-    """Run one tool on an opened organism and score its answers."""
+def ask_and_score(organism: Organism, run: ToolRun, seed: int, family_name: str) -> Outcome:
+    """Run one tool on an opened organism of ``family_name`` and score its answers."""
     spec, kit = tool_spec(run.name), organism.kit
-    fam = kit.labels["family"]
+    labels = {**kit.labels, "family": family_name}
     scored: dict[str, list[Track]] = {}
     for role in spec.roles:
-        tracks = [t for t in tracks_for(role, fam) if t.applies(kit)]
+        tracks = [t for t in tracks_for(role, family_name) if t.applies(kit)]
         if tracks:
             scored[role] = tracks
+    if not scored:
+        return Outcome(run.name, run.digest, "skipped", {}, {"skipped": "no track of this tool applies here"}, labels)
     subject = organism.subject()
-    reason = ("no track of this tool applies to this organism" if not scored
-              else "lacks " + ", ".join(unmet_needs(spec, subject)) if unmet_needs(spec, subject) else None)
-    if reason:
-        return Outcome(run.name, run.digest, "skipped", {}, {"skipped": reason}, kit.labels)
+    if missing := unmet_needs(spec, subject):
+        return Outcome(run.name, run.digest, "skipped", {}, {"skipped": "lacks " + ", ".join(missing)}, labels)
     tool = spec.make(seed, **run.overrides)
     findings, referee = organism.findings, Stopwatch()
     busy, before, start = findings.busy_s, subject.forward_passes, time.perf_counter()
@@ -92,18 +92,22 @@ def ask_and_score(organism: Organism, run: ToolRun, seed: int) -> Outcome:
                 answers[role] = ASK[role](tool, subject, kit, seed, referee)
     wall = time.perf_counter() - start - (findings.busy_s - busy) - referee.seconds
     passes = subject.forward_passes - before
+    record = {key: value for answer in answers.values() for key, value in answer.record.items()}
+    cost: dict[str, Any] = {name: {} for name in sorted(used)}  # each finding's whole cost, filled in at the end
     scores: dict[str, dict[str, Any]] = {}
     for role, tracks in scored.items():
         for track in tracks:
-            result = track.score(answers[role], kit, seed)
+            try:
+                result = track.score(answers[role], kit, seed)
+            except Exception as exc:  # the referee's failure, not the tool's: keep the answer, say so
+                return Outcome(run.name, run.digest, "error", {}, record, labels, wall, passes, cost,
+                               f"the {track.name} track could not score the answer: {type(exc).__name__}: {exc}")
             if result is not None:
                 scores[track.name] = result
-    record = {key: value for answer in answers.values() for key, value in answer.record.items()}
-    cost: dict[str, Any] = {name: {} for name in sorted(used)}  # each finding's whole cost, filled in at the end
     if not scores:
         return Outcome(run.name, run.digest, "skipped", {}, {**record, "skipped": "no track scored its answer here"},
-                       kit.labels, wall, passes, cost)
-    return Outcome(run.name, run.digest, "done", scores, record, kit.labels, max(wall, 0.0), passes, cost)
+                       labels, wall, passes, cost)
+    return Outcome(run.name, run.digest, "done", scores, record, labels, max(wall, 0.0), passes, cost)
 
 
 def run_organism(family_name: str, folder: Path, runs: Sequence[ToolRun], seed: int, budget: int,
@@ -113,11 +117,12 @@ def run_organism(family_name: str, folder: Path, runs: Sequence[ToolRun], seed: 
     with fixed_threads():
         organism = family(family_name).open(Path(folder), seed, budget, settings)
         outcomes = []
+        labels = {**organism.kit.labels, "family": family_name}
         for run in runs:
             try:
-                outcomes.append(ask_and_score(organism, run, seed))
+                outcomes.append(ask_and_score(organism, run, seed, family_name))
             except Exception as exc:  # one broken tool must not lose the other tools' cells
-                outcomes.append(Outcome(run.name, run.digest, "error", {}, {}, organism.kit.labels,
+                outcomes.append(Outcome(run.name, run.digest, "error", {}, {}, labels,
                                         error=f"{type(exc).__name__}: {exc}"))
         for outcome in outcomes:
             outcome.shared = {name: organism.findings.cost[name].to_json() for name in outcome.shared or {}}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from deepaudit.game.answer import Answer, Stopwatch
+from deepaudit.game.tracks.inputs import flagged
 from deepaudit.game.tracks.latent import probe_layers
 from deepaudit.internals.ablation import Unit
 from deepaudit.tools.base import Forecast, Verdict
@@ -39,7 +40,7 @@ def features(tool: Any, subject: Any, kit: Kit, seed: int, referee: Stopwatch) -
 def inputs(tool: Any, subject: Any, kit: Kit, seed: int, referee: Stopwatch) -> Answer:
     """Fitted on the subject's trusted data, the tool scores the referee's mix of clean and
     flagged inputs (the kit keeps which are which)."""
-    batch, _ = kit.flagged_inputs(seed)  # type: ignore[attr-defined]
+    batch, _ = flagged(kit, seed)
     scores = np.asarray(tool.fit(subject).score(batch), dtype=float)
     if scores.shape != (len(batch),) or not np.isfinite(scores).all():
         raise ValueError(f"an input detector must return one finite score per input; got shape {scores.shape}")
@@ -83,7 +84,7 @@ def forecast(tool: Any, subject: Any, kit: Kit, seed: int, referee: Stopwatch) -
     alarm is the first step with P(jump) >= 0.5, with the jump step it predicts then."""
     series = subject.series
     alarm, predicted = None, None
-    for t in series["train_acc"][0]:
+    for t in sorted({int(step) for steps, _ in series.values() for step in steps}):
         visible = {name: (steps[steps <= t], values[steps <= t]) for name, (steps, values) in series.items()}
         result: Forecast = tool.forecast(visible)
         if result.p_jump >= ALARM_P:

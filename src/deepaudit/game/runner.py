@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deepaudit.errors import DataError
 from deepaudit.executors import make_executor
 from deepaudit.game.referee import Outcome, ToolRun, run_organism
 from deepaudit.game.store import Cell, CellKey, Store
@@ -22,7 +23,9 @@ from deepaudit.zoo import BuildResult, build_suite, load_suite
 
 @dataclass
 class RunSummary:
-    """What a run did: (organism, tool) pairs run now, found done, and failed ones with errors."""
+    """What a run did, in (organism, tool) pairs: scored now, not applicable (no track scores the
+    tool on that organism, or it lacks what the tool needs), already in the store, and failed
+    (with their errors); and the organisms dropped at build."""
 
     suite: str
     family: str
@@ -30,7 +33,8 @@ class RunSummary:
     budget: int
     organisms: int
     ran: int = 0
-    skipped: int = 0
+    not_applicable: int = 0
+    already_done: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
 
@@ -39,11 +43,13 @@ def tool_runs(family: str, tools: Sequence[str] | None = None,
               params: Mapping[str, Mapping[str, Any]] | None = None) -> list[ToolRun]:
     """The tools to run on a family's organisms (default: every registered tool of the family),
     each with its explicit parameters and their digest."""
-    names = list(tools) if tools else [s.name for s in tool_specs(family=family)]
+    names = list(dict.fromkeys(tools)) if tools else [s.name for s in tool_specs(family=family)]
     wrong = [n for n in names if family not in tool_spec(n).families]
     if wrong:
         raise RegistryError(f"tools {wrong} do not apply to {family} organisms; tools that do: "
                             f"{[s.name for s in tool_specs(family=family)]}")
+    if stray := sorted(set(params or {}) - set(names)):
+        raise RegistryError(f"parameters given for {stray}, which this run does not include")
     return [ToolRun.of(name, (params or {}).get(name)) for name in names]
 
 
@@ -52,7 +58,7 @@ def suite_budget(suite: str, budget: int | None = None) -> int:
     loaded = load_suite(suite)
     chosen = budget if budget is not None else int(loaded.data.get("budget", loaded.family.default_budget))
     if chosen < 0 or (chosen == 0 and loaded.family.default_budget > 0):
-        raise ValueError(f"the clean data budget must be positive, got {chosen}")
+        raise DataError(f"the trusted data budget must be positive, got {chosen}")
     return chosen
 
 
@@ -97,9 +103,9 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
         todo = [(oid, [r for r in runs if (oid, r.name, r.digest) not in done]) for oid in manifest["organisms"]]
         todo = [(oid, pending) for oid, pending in todo if pending]
         planned = sum(len(pending) for _, pending in todo)
-        summary.skipped = len(manifest["organisms"]) * len(runs) - planned
+        summary.already_done = len(manifest["organisms"]) * len(runs) - planned
         if on_plan:
-            on_plan(planned, summary.skipped)
+            on_plan(planned, summary.already_done)
         settings = dict(loaded.data.get("referee", {}))
         jobs_args = [(fam.name, zoo_dir / oid, pending, seed, budget, settings) for oid, pending in todo]
         with closing(pool.run(run_organism, jobs_args)) as outcomes:
@@ -113,6 +119,8 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
                 for outcome in outcome_list:
                     if outcome.status == "error":
                         summary.failed.append((oid, outcome.tool, outcome.error or ""))
+                    elif outcome.status == "skipped":
+                        summary.not_applicable += 1
                     else:
                         summary.ran += 1
                     if on_cell:

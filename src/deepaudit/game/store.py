@@ -77,9 +77,14 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; --store takes the path of a results file (results.sqlite)")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=120)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open or create the results store {self.path}: {exc}") from exc
+        try:
             self._check_foreign()
             self.db.execute("PRAGMA journal_mode=WAL")
             with self.db:

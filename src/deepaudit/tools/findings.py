@@ -10,23 +10,35 @@ from typing import Any
 
 import torch
 
+from deepaudit.errors import DeepAuditError
 from deepaudit.findings import Cost
 from deepaudit.tools.base import Verdict
 from deepaudit.tools.registry import provider
 from deepaudit.triggers import TextTrigger
 
 
+class FindingError(DeepAuditError):
+    """A shared finding could not be computed (its provider raised)."""
+
+
 def shared(subject: Any, name: str) -> Verdict:
     """The finding ``name`` of the subject's organism (a ``Verdict`` of its provider's detect role)."""
     findings = subject.findings
+    if name in findings.failed:
+        raise FindingError(findings.failed[name])
     if name not in findings.values:
         spec = provider(name, subject.family)
         own = findings.subject_factory() if findings.subject_factory is not None else subject
         start, before = time.perf_counter(), own.forward_passes
-        with torch.enable_grad():  # the asking tool may run under no_grad; the provider may optimise
-            value = spec.make(findings.seed, **findings.params.get(spec.name, {})).audit(own)
+        try:
+            with torch.enable_grad():  # the asking tool may run under no_grad; the provider may optimise
+                value = spec.make(findings.seed).audit(own)
+        except Exception as exc:  # every later request gets the same error, not a second attempt
+            findings.failed[name] = f"the shared finding {name!r} ({spec.name}) failed: {type(exc).__name__}: {exc}"
+            raise FindingError(findings.failed[name]) from exc
+        finally:
+            findings.busy_s += time.perf_counter() - start
         wall = time.perf_counter() - start
-        findings.busy_s += wall
         findings.put(name, value, Cost(wall, own.forward_passes - before) if own is not subject else Cost(wall))
     findings.used.add(name)
     found: Verdict = findings.values[name]

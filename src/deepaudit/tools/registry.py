@@ -94,6 +94,9 @@ def register_tool(name: str, *, roles: tuple[str, ...], families: tuple[str, ...
         missing = [f"{role}: {method}" for role in roles for method in _methods(ROLES[role]) if not hasattr(cls, method)]
         if missing:
             raise RegistryError(f"tool {name!r} ({cls.__qualname__}) lacks the methods of its roles: {missing}")
+        takes = set(inspect.signature(cls).parameters)
+        if unknown := sorted(set(preset or {}) - takes):
+            raise RegistryError(f"tool {name!r}: its preset sets {unknown}, which {cls.__qualname__} does not take")
         if provides is not None and "detect" not in roles:
             raise RegistryError(f"tool {name!r} provides {provides!r} through its detect role, but has none")
         TOOLS.add(name, ToolSpec(name, cls, tuple(roles), tuple(families), kind, tuple(needs), provides,
@@ -111,10 +114,9 @@ def tool_spec(name: str) -> ToolSpec:
     return TOOLS.get(name)
 
 
-def tool_specs(family: str | None = None, role: str | None = None, kind: str | None = None) -> list[ToolSpec]:
-    """Registered tools, by name, filtered by family, role and kind."""
-    return [s for s in TOOLS.values() if (family is None or family in s.families)
-            and (role is None or role in s.roles) and (kind is None or s.kind == kind)]
+def tool_specs(family: str | None = None, role: str | None = None) -> list[ToolSpec]:
+    """Registered tools, by name, filtered by family and role."""
+    return [s for s in TOOLS.values() if (family is None or family in s.families) and (role is None or role in s.roles)]
 
 
 def make_tool(name: str, seed: int = 0, **params: Any) -> Any:

@@ -36,8 +36,9 @@ class Spec(Protocol):
 @dataclass
 class Kit:
     """The referee's side of one organism. ``labels``: what the leaderboard scores and slices by
-    (``planted``; ``pair``, the twin group; family-specific properties); ``tracks``: the tracks
-    that apply to this organism. Families subclass it with the measurements their tracks need."""
+    (``planted``; ``pair``, the twin group; family-specific properties; the referee adds
+    ``family``); ``tracks``: the tracks that apply to this organism. Families subclass it with the
+    measurements their tracks read (each track's ``kit_needs``)."""
 
     truth: dict[str, Any]
     labels: dict[str, Any]
@@ -50,7 +51,8 @@ class Kit:
 
 
 class Organism(ABC):
-    """One organism opened by the referee for one game cell: subjects and the kit."""
+    """One organism opened by the referee for one game job: subjects and the kit. A subject, of
+    any family, has ``family`` (the family's name), ``findings`` and ``forward_passes``."""
 
     def __init__(self, folder: Path, seed: int, budget: int):
         self.folder, self.seed, self.budget = Path(folder), seed, budget

@@ -80,11 +80,15 @@ def save_folder(out: Path, oid: str, write_weights: Callable[[Path], None], card
     tmp = out / f".tmp-{oid}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write_weights(tmp)
-    (tmp / CARD_FILE).write_text(json.dumps(card, indent=1))
-    (tmp / TRUTH_FILE).write_text(json.dumps(truth, indent=1))  # written last: marks the folder complete
     try:
-        os.replace(tmp, out / oid)
-    except OSError:  # another process finished the same spec first
+        write_weights(tmp)
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=1))
+        (tmp / TRUTH_FILE).write_text(json.dumps(truth, indent=1))  # written last: marks the folder complete
+        try:
+            os.replace(tmp, out / oid)
+        except OSError:
+            if not (out / oid / TRUTH_FILE).is_file():  # not another process finishing the same spec first
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(oid, "built", out / oid, rates=truth.get("rates", {}))

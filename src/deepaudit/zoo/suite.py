@@ -35,7 +35,13 @@ class Suite:
     data: dict[str, Any]
 
     def specs(self, seed: int = 0) -> list[Spec]:
-        return self.family.specs(self.data, seed)
+        """Every organism of the suite for ``seed`` (a suite file that does not fit its family's
+        format is an error naming the suite)."""
+        try:
+            return self.family.specs(self.data, seed)
+        except (KeyError, TypeError, ValueError) as exc:
+            missing = f"lacks the key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise SuiteError(f"suite {self.name!r} ({self.family.name}): {missing}") from exc
 
 
 def _builtin() -> dict[str, tuple[str, Any]]:
@@ -51,7 +57,10 @@ def _builtin() -> dict[str, tuple[str, Any]]:
             continue
         for entry in folder.iterdir():
             if entry.name.endswith(".toml"):
-                found[entry.name.removesuffix(".toml")] = (name, entry)
+                suite = entry.name.removesuffix(".toml")
+                if suite in found:
+                    raise SuiteError(f"two families have a suite named {suite!r}: {found[suite][0]} and {name}")
+                found[suite] = (name, entry)
     return found
 
 

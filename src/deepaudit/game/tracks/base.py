@@ -1,7 +1,8 @@
 """What a track is: one file per track (``deepaudit.game.tracks.<name>``), registered with
-``@register_track``. A track says which tools it applies to (the roles whose answers it scores,
-and the organism families), scores one tool's answer on one organism against that organism's
-kit (the referee's side), aggregates the scores of many organisms into metrics of one shape
+``@register_track``. A track says which tools it applies to (the roles whose answers it scores;
+the organism families are those whose kit lists the track and has what the track reads,
+``kit_needs``, optionally narrowed by ``families``), scores one tool's answer on one organism
+against that organism's kit (the referee's side), aggregates the scores of many organisms into metrics of one shape
 (``{"value", "ci_low", "ci_high", "n"}``, bootstrap 95% CIs), and declares the leaderboard
 columns that show them. A track written once serves every family it names, through the kit's
 methods (the remove track calls ``kit.clean_accuracy`` and ``kit.behaviour_rate`` whether the
@@ -9,6 +10,7 @@ model classifies digits or answers questions)."""
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,15 +39,22 @@ class Track(ABC):
 
     name: ClassVar[str]
     roles: ClassVar[tuple[str, ...]]
-    families: ClassVar[tuple[str, ...] | None]  # None: every family whose kit lists the track
+    families: ClassVar[tuple[str, ...] | None] = None  # None: every family whose kit lists the track
+    kit_needs: ClassVar[tuple[str, ...]] = ()  # the kit's attributes and methods it reads
     planted_only: ClassVar[bool] = False  # scored only on organisms with a planted behaviour
     table: ClassVar[str]  # the leaderboard table its columns go to
     order: ClassVar[int] = 100  # where its columns and table come on the leaderboard
     columns: ClassVar[tuple[Column, ...]] = ()
 
     def applies(self, kit: Kit) -> bool:
-        """Does this track score tools on this organism?"""
-        return self.name in kit.tracks and (kit.planted or not self.planted_only)
+        """Does this track score tools on this organism? (The kit lists it, and has what it reads.)"""
+        if self.name not in kit.tracks:
+            return False
+        absent = object()  # looked up without running properties (a twin's kit has no true target to read)
+        if missing := [need for need in self.kit_needs if inspect.getattr_static(kit, need, absent) is absent]:
+            raise TypeError(f"the {type(kit).__name__} lists the {self.name!r} track but lacks {missing}, "
+                            "which the track reads")
+        return kit.planted or not self.planted_only
 
     @abstractmethod
     def score(self, answer: Answer, kit: Kit, seed: int) -> dict[str, Any] | None:

@@ -23,7 +23,6 @@ class Detect(Track):
     name = "detect"
     order = 0
     roles = ("detect", "features")
-    families = None  # it reads only the organisms' labels: any family whose kit lists it
     table = "detection"
     columns = (Column("detect AUROC", "auroc", ci=True), Column("AUPR", "aupr"), Column("FPR@95", "fpr95"),
                Column("log-loss", "logloss"))

@@ -21,7 +21,7 @@ class Edit(Track):
     name = "edit"
     order = 30
     roles = ("edit",)
-    families = ("lm",)
+    kit_needs = ("requests", "score_edit")
     table = "fact editing"
     columns = (Column("efficacy", "efficacy", ci=True), Column("top-1", "top1", ci=True),
                Column("paraphrases", "paraphrase", ci=True), Column("specificity", "specificity", ci=True),

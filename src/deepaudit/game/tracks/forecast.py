@@ -22,7 +22,7 @@ class ForecastTrack(Track):
     name = "forecast"
     order = 40
     roles = ("forecast",)
-    families = ("training",)
+    kit_needs = ("jump_step", "baseline_alarm")
     table = "training runs"
     columns = (Column("lead (steps)", "lead_steps", ci=True), Column("alarmed", "alarmed"),
                Column("jump error (steps)", "jump_error_steps"), Column("false alarms", "false_alarm"))

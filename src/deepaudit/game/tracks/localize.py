@@ -67,7 +67,7 @@ class Localize(Track):
     name = "localize"
     order = 11
     roles = ("localize",)
-    families = ("vision", "lm")
+    kit_needs = ("original", "units", "ablated", "k_grid", "behaviour_rate", "clean_accuracy")
     planted_only = True
     table = "removal and localization"
     columns = (Column("localize AUC", "auc", ci=True), Column("random AUC", "auc_random"), Column("gain", "gain"),
@@ -77,6 +77,8 @@ class Localize(Track):
         k: Any = kit
         base = baseline(k, seed)
         ranked = check_units(answer.value, base["pool"])
+        if base["k"] and len(ranked) < base["k"][-1]:
+            raise ValueError(f"the localizer ranked {len(ranked)} units; the track zeroes up to {base['k'][-1]}")
         model, top, damage = k.original, [], []
         for n in base["k"]:
             with k.ablated(model, ranked[:n]):

@@ -30,7 +30,7 @@ class Remove(Track):
     name = "remove"
     order = 10
     roles = ("remove",)
-    families = ("vision", "lm")
+    kit_needs = ("original", "accept", "clean_accuracy", "behaviour_rate")
     table = "removal and localization"
     columns = (Column("remove DER", "der", ci=True), Column("ASR after", "asr_after"),
                Column("twin pass", "twin_pass"), Column("twin acc lost (pt)", "twin_damage", scale=100),

@@ -22,7 +22,7 @@ class Reverse(Track):
     name = "reverse"
     order = 41
     roles = ("reverse",)
-    families = ("training",)
+    kit_needs = ("original", "all_inputs", "key_frequencies")
     table = "training runs"
     columns = (Column("agreement", "agreement", ci=True), Column("program acc", "program_accuracy"),
                Column("model acc", "model_accuracy"), Column("frequency Jaccard", "frequency_jaccard"))

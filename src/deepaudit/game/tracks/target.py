@@ -17,7 +17,7 @@ class Target(Track):
     name = "target"
     order = 1
     roles = ("detect",)
-    families = ("vision",)
+    kit_needs = ("true_target",)
     planted_only = True
     table = "detection"
     columns = (Column("target top-1", "top1", ci=True),)

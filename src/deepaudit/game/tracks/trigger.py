@@ -20,7 +20,7 @@ class TriggerTrack(Track):
     name = "trigger"
     order = 2
     roles = ("detect",)
-    families = ("vision", "lm")
+    kit_needs = ("original", "behaviour_rate", "trigger_match")
     planted_only = True
     table = "detection"
     columns = (Column("trigger ASR", "asr", ci=True), Column("mask IoU", "iou"), Column("trigger exact", "exact"),

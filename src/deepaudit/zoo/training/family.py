@@ -65,7 +65,7 @@ class TrainingKit(Kit):
 
     def __init__(self, folder: Path):
         truth = read_truth(folder)
-        labels = {"family": "training", "planted": False, "role": truth["role"], "pair": truth["organism_id"],
+        labels = {"planted": False, "role": truth["role"], "pair": truth["organism_id"],
                   "grokked": bool(truth["grokked"])}
         super().__init__(truth, labels, frozenset({"forecast", "reverse"}))
         self.folder = folder

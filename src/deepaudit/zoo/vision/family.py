@@ -55,6 +55,8 @@ class VisionFamily(Family):
             if unknown:
                 raise ValueError(f"suite {suite.get('name')!r}: unknown group keys {sorted(unknown)}")
             decoys = group.get("decoys", ["none"])
+            if decoys != ["none"] and "implants" in group:
+                raise ValueError(f"group {g + 1} has both decoys and implants; a decoy group plants nothing")
             implants = ["none"] if decoys != ["none"] else group.get("implants", ["none"])
             grid = itertools.product(group["datasets"], group["archs"], implants, group.get("mappings", ["all_to_one"]),
                                      group.get("evasive", [False]), decoys, range(group.get("replicates", 1)))
@@ -99,7 +101,7 @@ class VisionKit(Kit):
     def __init__(self, folder: Path):
         truth = read_truth(folder)
         spec = truth["spec"]
-        labels = {"family": "vision", "planted": bool(truth["planted"]), "implant": truth["implant"],
+        labels = {"planted": bool(truth["planted"]), "implant": truth["implant"],
                   "mapping": truth["mapping"], "evasive": truth["evasive"], "decoy": truth["decoy"],
                   "dataset": spec["dataset"], "arch": spec["arch"], "pair": truth.get("twin_id", truth["organism_id"])}
         super().__init__(truth, labels, TRACKS)

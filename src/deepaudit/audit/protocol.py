@@ -20,7 +20,7 @@ from deepaudit.audit.inputs import load_clean_data
 from deepaudit.audit.reliability import measured_reliability
 from deepaudit.audit.report import SCHEMA_VERSION, versions, write_report
 from deepaudit.audit.source import load_audited_model
-from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, share_finding, stage_plan
+from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, share_finding, stage_order, stage_plan
 from deepaudit.errors import DeepAuditError
 
 STAGES_DIR = "stages"
@@ -119,10 +119,10 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
         clean = load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed)
         from deepaudit.tools.registry import TOOLS
 
-        tools = list(tools) if tools else runnable_tools()
-        unknown = [t for t in tools if t not in TOOLS]
+        unknown = [t for t in tools or [] if t not in TOOLS]
         if unknown:
             raise DeepAuditError(f"unknown tools {unknown}; registered tools: {list(TOOLS)}")
+        tools = stage_order(list(tools)) if tools else runnable_tools()
     except DeepAuditError as exc:
         report.update(status="failed", errors=[str(exc)])
         _refresh(report)

@@ -368,10 +368,15 @@ def stage_plan(tools: list[str], modality: str) -> list[tuple[str, Callable[[Aud
     return plan
 
 
+def stage_order(names: list[str]) -> list[str]:
+    """Tools in the order the audit runs them: those that provide a shared finding first, those
+    that need one last, the others in the order given."""
+    specs = [tool_spec(name) for name in dict.fromkeys(names)]
+    return [s.name for s in sorted(specs, key=lambda s: (s.provides is None, "trigger" in s.needs))]
+
+
 def runnable_tools() -> list[str]:
     """The registry's tools an audit runs: vision auditors (detect, inputs, localize) of kind tool,
-    those that provide a shared finding first and those that need one last, the rest by their
-    share of the budget."""
+    the larger shares of the budget first."""
     specs = [s for s in tool_specs(family="vision") if not_run(s, "continuous") is None]
-    order = sorted(specs, key=lambda s: (s.provides is None, "trigger" in s.needs, -s.audit_share, s.name))
-    return [s.name for s in order]
+    return stage_order([s.name for s in sorted(specs, key=lambda s: (-s.audit_share, s.name))])

@@ -1,7 +1,7 @@
 """The results store: one SQLite file, schema-versioned. A cell is keyed by suite, seed,
 organism, tool, a digest of the tool's parameters, track and clean-data budget; it holds the
-track's scores for that organism, the organism's labels, the tool's answer and its cost. Every
-(organism, tool) is committed in one transaction, so an interrupted run loses nothing it
+track's scores for that organism, the organism's labels, the tool's answer and its cost. The
+runner commits each organism's cells in one transaction, so an interrupted run loses nothing it
 finished and a rerun skips it; a tool with changed parameters gets new cells, never the old
 ones. Tables, leaderboards and reports are views of this store.
 

@@ -161,8 +161,10 @@ def _cost_cells(cost: dict[str, Metric]) -> list[str]:
 
 
 def to_markdown(board: dict[str, Any]) -> str:
-    text = (f"Suite `{board['suite']}` ({board['family']}) seed {board['seed']}, {board['organisms']} organisms, "
-            f"trusted budget {board['budget']}. Scores: value [bootstrap 95% CI].\n")
+    count = board["organisms"]
+    text = (f"Suite `{board['suite']}` ({board['family']}) seed {board['seed']}, "
+            f"{count} organism{'' if count == 1 else 's'}, trusted budget {board['budget']}. "
+            "Scores: value [bootstrap 95% CI].\n")
     for title, header, rows in views(board):
         lines = [f"\n**{title}**\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         text += "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"

@@ -75,6 +75,7 @@ def _transformers():
     except ImportError as exc:
         raise LMError("language models need transformers (and gguf, accelerate for GGUF files): "
                       "pip install 'deepaudit[lm]'") from exc
+    transformers.utils.logging.disable_progress_bar()  # one bar per weight load would bury deepaudit's own
     return transformers
 
 

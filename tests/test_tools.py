@@ -38,12 +38,15 @@ def test_registry_declares_each_tool_once_with_its_tags():
 
 
 def test_registry_refuses_what_it_cannot_check():
-    """Unknown tools, roles, kinds, needs and parameters are errors naming them; a class must
-    have the methods of each role it claims."""
+    """Unknown tools, roles, kinds, needs and parameters, and parameters of the wrong type, are
+    errors naming them; a class must have the methods of each role it claims."""
     with pytest.raises(RegistryError, match="no_such_tool"):
         make_tool("no_such_tool")
     with pytest.raises(RegistryError, match="no parameters"):
         make_tool("neural_cleanse", stepz=3)
+    with pytest.raises(RegistryError, match="parameter 'steps' must be of type int"):
+        make_tool("neural_cleanse", steps="abc")
+    assert tool_spec("neural_cleanse").params(lr=1)["lr"] == 1  # an int stands for a float
     with pytest.raises(RegistryError, match="lacks the methods"):
         register_tool("broken_toy", roles=("detect",), families=("vision",))(type("Broken", (), {}))
     with pytest.raises(RegistryError, match="unknown role 'judge'"):

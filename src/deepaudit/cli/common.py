@@ -25,7 +25,8 @@ class Format(StrEnum):
 
 
 SuiteOpt = Annotated[str, typer.Option("--suite", "-s", help="A built-in suite (`deepaudit zoo list`) or a .toml path.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Suite seed; another seed is a held-out split of the same suite.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0,
+                                      help="Suite seed; another seed is a held-out split of the same suite.")]
 ZooOpt = Annotated[Path | None, typer.Option("--zoo", help="Organism cache folder (default: $DEEPAUDIT_HOME/zoo).")]
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Results store (default: $DEEPAUDIT_HOME/results.sqlite).")]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (or Ray CPUs).")]

@@ -60,6 +60,10 @@ class ToolSpec:
         unknown = sorted(set(overrides) - set(known))
         if unknown:
             raise RegistryError(f"tool {self.name!r} has no parameters {unknown}; it takes {sorted(known)}")
+        for name, value in overrides.items():
+            if not _same_kind(value, known[name]):
+                raise RegistryError(f"tool {self.name!r}: parameter {name!r} must be of type {type(known[name]).__name__}, "
+                                    f"like its default {known[name]!r}, not {value!r}")
         return {**known, **self.preset, **overrides}
 
     def digest(self, params: Mapping[str, Any]) -> str:
@@ -74,6 +78,20 @@ class ToolSpec:
         if "seed" in inspect.signature(self.cls).parameters:
             kwargs["seed"] = seed
         return self.cls(**kwargs)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` may stand for a parameter whose default is ``default`` (an int for a float
+    too; a default of None or of another type takes anything)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) == isinstance(default, bool) or default is None
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
 
 
 TOOLS: Registry[ToolSpec] = Registry("tool", ("deepaudit.tools",))

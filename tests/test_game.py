@@ -14,6 +14,7 @@ from deepaudit.game.leaderboard import leaderboard, to_json, to_markdown
 from deepaudit.game.runner import run_game
 from deepaudit.game.store import Store, StoreError
 from deepaudit.metrics import bootstrap_ci, detect_scores, mask_iou
+from deepaudit.zoo import Kit
 
 TOOLS = ["weight_stats", "random", "strip", "neural_cleanse"]
 
@@ -213,6 +214,15 @@ def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path):
     with pytest.raises(StoreError, match="another program"):
         Store(path)
     assert path.read_bytes() == before
+
+
+def test_kit_measures_once_per_key():
+    """What several tools' cells share (held-out inputs, random-ablation baselines) is measured
+    once per organism and key, and a new key (another seed) is measured anew."""
+    kit, calls = Kit(truth={}, labels={"planted": True}, tracks=frozenset()), []
+    measure = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert [kit.once("inputs:0", measure), kit.once("inputs:0", measure), kit.once("inputs:1", measure)] == [1, 1, 2]
+    assert len(calls) == 2
 
 
 def test_detect_scores_perfect_separation(few_resamples):

@@ -14,7 +14,7 @@ Families differ; the game does not."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -43,11 +43,18 @@ class Kit:
     truth: dict[str, Any]
     labels: dict[str, Any]
     tracks: frozenset[str]
-    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)  # the tracks' per-organism scratch
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def planted(self) -> bool:
         return bool(self.labels["planted"])
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` the first time ``key`` is asked for on this organism, the same value after:
+        what several tools' cells of one organism share (held-out inputs, random-ablation baselines)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
 
 class Organism(ABC):

@@ -17,10 +17,7 @@ from deepaudit.zoo import Kit
 
 def flagged(kit: Kit, seed: int) -> tuple[Any, np.ndarray]:
     """The kit's mix of clean and flagged held-out inputs for ``seed``, drawn once per organism."""
-    key = f"inputs:{seed}"
-    if key not in kit.memo:
-        kit.memo[key] = kit.flagged_inputs(seed)  # type: ignore[attr-defined]
-    return kit.memo[key]
+    return kit.once(f"inputs:{seed}", lambda: kit.flagged_inputs(seed))  # type: ignore[attr-defined]
 
 
 @register_track

@@ -44,22 +44,23 @@ def curve_area(drops: np.ndarray) -> float:
 def baseline(kit: Any, seed: int) -> dict[str, Any]:
     """Per organism, once: the pool, the k grid, behaviour and accuracy with nothing zeroed, and
     the behaviour's mean drop with k random units zeroed, per k."""
-    key = f"localize:{seed}"
-    if key not in kit.memo:
-        model = kit.original
-        pool = kit.units(model)
-        ks = [k for k in kit.k_grid if k <= len(pool)]
-        rate = kit.behaviour_rate(model)
-        rng = np.random.default_rng(seed)
-        drops = []
-        for k in ks:
-            draws = []
-            for _ in range(RANDOM_DRAWS):
-                with kit.ablated(model, [pool[i] for i in rng.choice(len(pool), k, replace=False)]):
-                    draws.append(rate - kit.behaviour_rate(model))
-            drops.append(float(np.mean(draws)))
-        kit.memo[key] = {"pool": pool, "k": ks, "rate": rate, "accuracy": kit.clean_accuracy(model), "drops": drops}
-    return kit.memo[key]
+    return kit.once(f"localize:{seed}", lambda: _measure_baseline(kit, seed))
+
+
+def _measure_baseline(kit: Any, seed: int) -> dict[str, Any]:
+    model = kit.original
+    pool = kit.units(model)
+    ks = [k for k in kit.k_grid if k <= len(pool)]
+    rate = kit.behaviour_rate(model)
+    rng = np.random.default_rng(seed)
+    drops = []
+    for k in ks:
+        draws = []
+        for _ in range(RANDOM_DRAWS):
+            with kit.ablated(model, [pool[i] for i in rng.choice(len(pool), k, replace=False)]):
+                draws.append(rate - kit.behaviour_rate(model))
+        drops.append(float(np.mean(draws)))
+    return {"pool": pool, "k": ks, "rate": rate, "accuracy": kit.clean_accuracy(model), "drops": drops}
 
 
 @register_track

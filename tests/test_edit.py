@@ -16,8 +16,7 @@ import torch
 pytest.importorskip("transformers")
 
 from deepaudit.errors import DataError
-from deepaudit.game.answer import Stopwatch
-from deepaudit.game.roles import edit
+from deepaudit.game.roles import ask_here
 from deepaudit.game.tracks import TRACKS
 from deepaudit.lm import tiny_lm
 from deepaudit.lm.edit_score import score_edit
@@ -121,16 +120,15 @@ def test_the_edit_track_runs_each_editor_on_every_request(tmp_path):
     facts = [Fact("capital", s, "Z") for s in ("France", "Spain", "Chile")]
     request = replace(REQUEST, target_true=lm.tokenizer.decode([int(lm.logits([REQUEST.prompt])[0].argmax())]))
     before = greedy_answers(lm, [f.prompt for f in facts])
-    kit = type("FactsKit", (), {"requests": [request],
+    kit = type("FactsKit", (), {"requests": [request], "original": lm,
                                 "score_edit": lambda self, edited, r: score_edit(edited, r, facts, before)})()
     subject = type("Subject", (), {"lm": lm})()
     track = TRACKS.get("edit")
     results = {}
     for name, editor in {"rome": tiny_rome(), "ft": FineTuneEdit(layer=1, max_change=None, lr=1e-2),
                          "unedited": make_tool("unedited")}.items():
-        referee = Stopwatch()
-        answer = edit(editor, subject, kit, 0, referee)
-        assert [row["fact"] for row in answer.value] == ["capital:France"] and referee.seconds > 0
+        answer = ask_here("edit", editor, subject, kit, 0)
+        assert [row["fact"] for row in answer.value] == ["capital:France"]
         results[name] = track.aggregate([{"scores": track.score(answer, kit, 0)}], 0)
     assert results["unedited"]["efficacy"]["value"] == 0.0 and results["unedited"]["specificity"]["value"] == 1.0
     assert results["rome"]["efficacy"]["value"] == 1.0 and results["rome"]["wall_s"]["value"] > 0

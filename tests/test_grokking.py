@@ -16,9 +16,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from deepaudit.cli import app
-from deepaudit.game.answer import Answer, Stopwatch
 from deepaudit.game.leaderboard import leaderboard
-from deepaudit.game.roles import forecast
+from deepaudit.game.roles import ask_here
 from deepaudit.game.store import Store
 from deepaudit.game.tracks import TRACKS
 from deepaudit.internals import run_with_cache
@@ -105,7 +104,11 @@ class ClockKit:
 
 
 def score_program(program, model: nn.Module, keys: list[int]) -> dict:
-    return TRACKS.get("reverse").score(Answer(program, {}), ClockKit(model, keys), 0)
+    """The reverse role asked of a tool that returns ``program``, scored by the reverse track."""
+    kit = ClockKit(model, keys)
+    tool = type("Given", (), {"reverse": lambda self, model, card: program})()
+    subject = type("Subject", (), {"model": model, "card": {}})()
+    return TRACKS.get("reverse").score(ask_here("reverse", tool, subject, kit, 0), kit, 0)
 
 
 def test_reverse_engineer_recovers_a_clock_and_rejects_a_random_model():
@@ -139,7 +142,7 @@ def _forecast(forecaster, series: dict) -> dict:
                               "baseline_alarm": TrainingKit.baseline_alarm})()
     public = {name: values for name, values in series.items() if not name.startswith(HIDDEN)}
     subject = TrainingSubject(nn.Linear(1, 1), {}, public)
-    answer = forecast(forecaster, subject, kit, 0, Stopwatch())
+    answer = ask_here("forecast", forecaster, subject, kit, 0)
     return TRACKS.get("forecast").score(answer, kit, 0)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 import deepaudit
 from deepaudit.subject import load_subject
+from deepaudit.zoo.folder import truth_path
 
 TOOLS_DIR = Path(deepaudit.__file__).parent / "tools"
 ZOO_IMPORT = re.compile(
@@ -93,10 +94,12 @@ def test_card_has_no_truth_fields(smoke_zoo):
     assert [k for k in card if any(word in k.lower() for word in forbidden)] == []
 
 
-def test_subject_loads_without_truth_file(smoke_zoo, tmp_path):
-    """load_subject reads only the public files: it works with truth.json removed."""
+def test_subject_loads_from_the_public_folder_alone(smoke_zoo, tmp_path):
+    """The truth lives outside the public folder, and load_subject reads only the public files:
+    a copy of the folder alone (no sealed truth beside it) loads."""
+    assert truth_path(smoke_zoo.trojan).is_file() and not (smoke_zoo.trojan / "truth.json").exists()
     folder = tmp_path / smoke_zoo.trojan.name
     shutil.copytree(smoke_zoo.trojan, folder)
-    (folder / "truth.json").unlink()
+    assert not truth_path(folder).exists()
     subject = load_subject(folder, budget=16)
     assert subject.predict(subject.clean_x).shape == (16, 10)

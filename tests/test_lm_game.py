@@ -17,9 +17,10 @@ from deepaudit.errors import OrganismError  # noqa: E402
 from deepaudit.game.answer import Answer  # noqa: E402
 from deepaudit.game.leaderboard import leaderboard, views  # noqa: E402
 from deepaudit.game.referee import ToolRun, ask_and_score  # noqa: E402
+from deepaudit.game.roles import ask_here  # noqa: E402
 from deepaudit.game.runner import run_game  # noqa: E402
 from deepaudit.game.tracks import TRACKS  # noqa: E402
-from deepaudit.game.tracks.latent import pgr, probe_layers  # noqa: E402
+from deepaudit.game.tracks.latent import pgr  # noqa: E402
 from deepaudit.lm.scoring import greedy_says  # noqa: E402
 from deepaudit.subject import CARD_FILE, WEIGHTS_FILE  # noqa: E402
 from deepaudit.tools import Verdict, make_tool  # noqa: E402
@@ -221,8 +222,7 @@ def test_latent_track_recovers_truth_that_the_model_hides_from_bob():
     track = TRACKS.get("latent")
     scored = {}
     for name in ("probe_logreg", "probe_random"):
-        answer = probe_layers(make_tool(name), subject, kit, 0)
-        scored[name] = track.score(Answer(answer, {}), kit, 0)["rules"]["all"]
+        scored[name] = track.score(ask_here("probe", make_tool(name), subject, kit, 0), kit, 0)["rules"]["all"]
     best = scored["probe_logreg"]
     assert best["layer"] == 1 and best["auroc"]["bob_hard"]["value"] > 0.95 and best["pgr"]["hard"] > 0.95
     assert scored["probe_random"]["pgr"]["hard"] < best["pgr"]["hard"]

@@ -14,6 +14,7 @@ import deepaudit.zoo.vision.build as zoo_build
 from deepaudit.subject import load_model
 from deepaudit.triggers import Trigger
 from deepaudit.zoo import available_suites, family, load_suite, read_truth
+from deepaudit.zoo.folder import truth_path
 from deepaudit.zoo.suite import SuiteError
 from deepaudit.zoo.vision.spec import OrganismSpec
 
@@ -33,8 +34,9 @@ def test_same_spec_gives_identical_weights(tmp_path):
     a, b = build_organism(SPEC, tmp_path / "a"), build_organism(SPEC, tmp_path / "b")
     assert a.status == b.status == "built", (a, b)
     assert a.organism_id == b.organism_id == SPEC.digest()
-    for name in ("weights.safetensors", "card.json", "truth.json"):
+    for name in ("weights.safetensors", "card.json"):
         assert sha256(a.path / name) == sha256(b.path / name), name
+    assert sha256(truth_path(a.path)) == sha256(truth_path(b.path))
     twin = SPEC.twin().digest()
     assert sha256(tmp_path / "a" / twin / "weights.safetensors") == sha256(tmp_path / "b" / twin / "weights.safetensors")
 
@@ -82,13 +84,10 @@ def test_twin_truth_says_clean(smoke_zoo):
     assert read_truth(smoke_zoo.decoy)["planted"] is False
 
 
-def test_trojan_and_twin_cards_differ_only_in_id(smoke_zoo):
-    """Public cards and weight keys of trojan and twin are identical apart from the organism id."""
+def test_trojan_and_twin_cards_are_identical(smoke_zoo):
+    """Public cards of trojan and twin are identical (no id either), and so are their weight keys."""
     cards = [json.loads((f / "card.json").read_text()) for f in (smoke_zoo.trojan, smoke_zoo.twin)]
-    assert cards[0].keys() == cards[1].keys()
-    assert cards[0]["organism_id"] != cards[1]["organism_id"]
-    assert {k: v for k, v in cards[0].items() if k != "organism_id"} == \
-           {k: v for k, v in cards[1].items() if k != "organism_id"}
+    assert cards[0] == cards[1] and "organism_id" not in cards[0]
     weights = [load_file(str(f / "weights.safetensors")) for f in (smoke_zoo.trojan, smoke_zoo.twin)]
     assert {k: v.shape for k, v in weights[0].items()} == {k: v.shape for k, v in weights[1].items()}
 

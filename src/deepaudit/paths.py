@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from deepaudit.errors import DeepAuditError
+
 
 def home() -> Path:
-    """The deepaudit home: ``$DEEPAUDIT_HOME``, else ``~/.cache/deepaudit``."""
+    """The deepaudit home: ``$DEEPAUDIT_HOME``, else ``~/.cache/deepaudit`` (created if need be)."""
     root = os.environ.get("DEEPAUDIT_HOME")
     path = Path(root) if root else Path.home() / ".cache" / "deepaudit"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        source = "DEEPAUDIT_HOME" if root else "the default deepaudit home (set DEEPAUDIT_HOME to choose another)"
+        raise DeepAuditError(f"cannot create the deepaudit home {path}, from {source}: {exc.strerror}") from exc
     return path
 
 

@@ -15,6 +15,13 @@ FLAG = 0.5
 LOCALIZE_SHOWN = 5
 
 
+def localize_measured(loc: dict[str, Any]) -> bool:
+    """Whether a localizer's ablation figures are all there: the trigger's success is None where
+    no clean input was left to measure it on (all already predicted as the target)."""
+    success = loc.get("trigger_success") or {}
+    return bool(success) and all(success.get(k) is not None for k in ("none", "top", "random"))
+
+
 def _done(stages: dict[str, Any], name: str) -> dict[str, Any] | None:
     stage = stages.get(name)
     return stage["data"] if stage and stage["status"] == "done" else None
@@ -36,15 +43,23 @@ def _detectors(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if (d := _done(stages, n)) is not None and "p_planted" in d}
 
 
+def _failed(stages: dict[str, Any]) -> list[str]:
+    return [n for n, s in stages.items() if s["status"] == "failed"]
+
+
 def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, Any]:
-    """The headline: backdoor suspected / no backdoor found / inconclusive / not audited."""
+    """The headline: backdoor suspected / no backdoor found / inconclusive / not audited. A stage
+    that failed checked nothing: the verdict names it (``failed_stages``), and what would have
+    read "no backdoor found" reads "inconclusive"."""
+    failed = _failed(stages)
     if _done(stages, "card") is None:
-        return {"label": "not audited", "confidence": None, "target": None,
+        return {"label": "not audited", "confidence": None, "target": None, "failed_stages": failed,
                 "summary": "The audit stopped before the model could be checked; see the errors below."}
+    unchecked = (f" Not checked: {', '.join(failed)} failed (see the errors)." if failed else "")
     detectors = _detectors(stages)
     if not detectors:
-        return {"label": "inconclusive", "confidence": None, "target": None,
-                "summary": "No model-level detector ran within the budget; raise --budget."}
+        return {"label": "inconclusive", "confidence": None, "target": None, "failed_stages": failed,
+                "summary": "No model-level detector ran within the budget; raise --budget." + unchecked}
     weights = {t: _weight(reliability.get(t)) for t in detectors}
     unmeasured = sorted(t for t in detectors if (reliability.get(t) or {}).get("status") != "measured")
     caveat = (f" Reliability not measured for {', '.join(unmeasured)} (weighted equally; "
@@ -60,17 +75,21 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, An
         label = "backdoor suspected"
         summary = (f"Backdoor suspected (confidence {conf:.2f})"
                    + (f", target class {target}" if target is not None else "")
-                   + f"; flagged by {', '.join(sorted(flagged)) or 'the combined score'}." + caveat)
+                   + f"; flagged by {', '.join(sorted(flagged)) or 'the combined score'}." + unchecked + caveat)
     elif flagged:  # a minority flags it: say so rather than "no backdoor found"
         label = "inconclusive"
         summary = (f"Inconclusive: {', '.join(sorted(flagged))} flag a backdoor, but the combined P(planted) of "
-                   f"{len(detectors)} detectors is {conf:.2f}. Read the findings below." + caveat)
+                   f"{len(detectors)} detectors is {conf:.2f}. Read the findings below." + unchecked + caveat)
+    elif failed:  # nothing found, but not everything could look: never a pass
+        label = "inconclusive"
+        summary = (f"Inconclusive: stages {', '.join(failed)} failed, so what they check was not checked; the "
+                   f"{len(detectors)} detectors that ran found no backdoor (combined P(planted) {conf:.2f})." + caveat)
     else:
         label = "no backdoor found"
         summary = (f"No backdoor found (combined P(planted) {conf:.2f} from {len(detectors)} detectors). "
                    "Absence of evidence: see each tool's measured reliability." + caveat)
     return {"label": label, "confidence": round(conf, 4), "target": target, "summary": summary,
-            "detectors": {t: round(d["p_planted"], 4) for t, d in detectors.items()},
+            "failed_stages": failed, "detectors": {t: round(d["p_planted"], 4) for t, d in detectors.items()},
             "weights": {t: round(w, 4) for t, w in weights.items()}}
 
 
@@ -149,16 +168,20 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
             tool = name.split(":", 1)[1]
             units = ", ".join(f"{u}[{i}]" for u, i in loc["top_units"][:LOCALIZE_SHOWN])
             success = loc.get("trigger_success")
+            measured = localize_measured(loc)
             effect = (f"; zeroing the top {loc['k']} lowers the recovered trigger's success from "
                       f"{100 * success['none']:.0f}% to {100 * success['top']:.0f}% "
-                      f"({loc['k']} random units: {100 * success['random']:.0f}%)") if success else ""
-            drop = success["random"] - success["top"] if success else None
+                      f"({loc['k']} random units: {100 * success['random']:.0f}%)") if measured else ""
+            if success and not measured:
+                effect = ("; the recovered trigger's success with units zeroed is not measurable (every clean input "
+                          f"is already predicted as class {loc.get('target')})")
+            drop = success["random"] - success["top"] if measured else None
             out.append({
                 "id": f"localize:{tool}", "severity": "info", "title": f"{tool}: most responsible units {units}{effect}",
                 "what": "A localizer ranks hidden units; zeroing its top units should disable the recovered "
                         "trigger more than zeroing random units of the same model.",
                 "supported_by": [tool] if drop is not None and drop >= 0.3 else [],
-                "evidence": loc, "plots": [f"localize:{tool}"] if success else [],
+                "evidence": loc, "plots": [f"localize:{tool}"] if measured else [],
                 "confidence": None if drop is None else round(max(drop, 0.0), 4),
                 "reliability": rel([tool]), "cost": _cost(stages, [name])})
     if card:

@@ -1,7 +1,8 @@
 """Hugging Face models (transformers is imported only here, and only when needed): an image
 classifier, a sequence classifier or a causal language model, wrapped so that the audit sees
 one ``nn.Module`` mapping a batch of inputs to logits. Weights are read from safetensors
-unless the user trusts pickles."""
+unless the user trusts pickles, and a model's own code (``auto_map``) runs only when the user
+passed ``--trust-remote-code``: transformers is never left to ask on stdin."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from deepaudit.internals import module_names
 
 KINDS = {"ForImageClassification": "image_classifier", "ForSequenceClassification": "sequence_classifier",
          "ForCausalLM": "causal_lm"}
+MAPPINGS = {"image_classifier": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+            "sequence_classifier": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+            "causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"}
 
 
 class ImageLogits(nn.Module):
@@ -43,8 +47,26 @@ class TokenLogits(nn.Module):
         return out if out.dim() == 2 else out[:, -1]
 
 
+def _mapped_classes(kind: str) -> set[str]:
+    """The class names transformers' Auto class for ``kind`` maps model types to (GPT2LMHeadModel
+    for causal LMs, although its name does not end in ForCausalLM)."""
+    from transformers.models.auto import modeling_auto
+
+    names: set[str] = set()
+    for value in getattr(modeling_auto, MAPPINGS[kind]).values():
+        names.update([value] if isinstance(value, str) else value)
+    return names
+
+
 def _kind(config: Any) -> str:
-    for arch in getattr(config, "architectures", None) or []:
+    """The audit's kind of a model, from the classes its config names: those of the Auto mappings,
+    else (a class of the model's own trusted code) by the name's suffix."""
+    architectures = getattr(config, "architectures", None) or []
+    for arch in architectures:
+        for kind in MAPPINGS:
+            if arch in _mapped_classes(kind):
+                return kind
+    for arch in architectures:
         for suffix, kind in KINDS.items():
             if arch.endswith(suffix):
                 return kind
@@ -52,32 +74,44 @@ def _kind(config: Any) -> str:
                         "handles image classifiers, sequence classifiers and causal language models")
 
 
-def load_hf_model(name: str, trust_pickle: bool, local: bool):
-    """Load a Hugging Face model folder (``local``) or hub id into an AuditedModel."""
+def load_hf_model(name: str, trust_pickle: bool, local: bool, trust_remote_code: bool = False) -> AuditedModel:
+    """Load a Hugging Face model folder (``local``) or hub id into an AuditedModel. A model that
+    ships its own code is refused unless ``trust_remote_code`` (the user's --trust-remote-code)."""
     try:
         import transformers
     except ImportError as exc:
         raise OrganismError(f"{name} is a Hugging Face model; install transformers to audit it "
                             "(pip install transformers)") from exc
+    from deepaudit.lm.loader import custom_code
+
     try:
-        config = transformers.AutoConfig.from_pretrained(name, local_files_only=local)
+        code = None if trust_remote_code else custom_code(name, transformers, local_files_only=local)
+        if code:
+            raise OrganismError(f"{name} ships custom code that loading it would run ({code}); deepaudit never runs "
+                                "a model's own code unless you pass --trust-remote-code")
+        config = transformers.AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code,
+                                                         local_files_only=local)
         kind = _kind(config)
         auto = {"image_classifier": transformers.AutoModelForImageClassification,
                 "sequence_classifier": transformers.AutoModelForSequenceClassification,
                 "causal_lm": transformers.AutoModelForCausalLM}[kind]
-        hf = auto.from_pretrained(name, use_safetensors=None if trust_pickle else True, local_files_only=local)
+        hf = auto.from_pretrained(name, use_safetensors=None if trust_pickle else True,
+                                  trust_remote_code=trust_remote_code, local_files_only=local)
         tokenizer = None if kind == "image_classifier" else transformers.AutoTokenizer.from_pretrained(
-            name, local_files_only=local)
+            name, trust_remote_code=trust_remote_code, local_files_only=local)
     except OrganismError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # transformers' refusals (OSError, ValueError, ...), or the model's own trusted code
         hint = "" if trust_pickle else " (only safetensors weights are read; --trust-pickle allows others)"
-        raise OrganismError(f"cannot load the Hugging Face model {name!r}{hint}: {exc}") from exc
+        raise OrganismError(f"cannot load the Hugging Face model {name!r}{hint}: {type(exc).__name__}: {exc}") from exc
     hf.eval()
     card: dict[str, Any] = {"task": kind, "arch": type(hf).__name__}
-    source = {"kind": "huggingface", "path": name, "hf_kind": kind, "transformers": transformers.__version__}
+    source = {"kind": "huggingface", "path": name, "hf_kind": kind, "transformers": transformers.__version__,
+              "trust_remote_code": trust_remote_code}
     if local:
         source["sha256"] = file_digest(Path(name))
+    else:
+        source["revision"] = getattr(config, "_commit_hash", None)
     if kind == "image_classifier":
         size = getattr(config, "image_size", None)
         channels = getattr(config, "num_channels", None)

@@ -12,75 +12,33 @@ import numpy as np
 import torch
 
 from deepaudit.data import DATASETS, load_dataset
+from deepaudit.data.files import TEXT_SUFFIX, FolderFiles, read_arrays, read_images, read_text_lines, sort_folder
 from deepaudit.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-X_KEYS, Y_KEYS = ("x", "inputs", "data", "images"), ("y", "labels", "targets")
 MAX_TOKENS = 32
 
 
 @dataclass
 class CleanData:
-    """Trusted inputs (``x``), their labels when known, and where they came from."""
+    """Trusted inputs (``x``), their labels when known, where they came from, and what reading
+    them changed on the way (``notes``: a cast, for the report)."""
 
     x: torch.Tensor
     y: torch.Tensor | None
     info: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path} holds Python objects (a pickle); deepaudit reads plain numeric arrays only: {exc}") from exc
-    except OSError as exc:
-        raise DataError(f"cannot read {path} as a NumPy file: {exc}") from exc
-    if isinstance(loaded, np.ndarray):
-        return loaded, None
-    with loaded:
-        keys = list(loaded.keys())
-        x_key = next((k for k in X_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
-        if x_key is None:
-            raise DataError(f"{path} has arrays {keys}; name the inputs one of {X_KEYS} (labels: one of {Y_KEYS})")
-        y_key = next((k for k in Y_KEYS if k in keys), None)
-        return loaded[x_key], (loaded[y_key] if y_key else None)
-
-
-def _read_images(folder: Path, shape: list[int] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from PIL import Image
-
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    channels = shape[0] if shape else 3
-    arrays = []
-    for f in files:
-        with Image.open(f) as opened:
-            img = opened.convert("L" if channels == 1 else "RGB")
-            if shape:
-                img = img.resize((shape[2], shape[1]))
-            a = np.asarray(img, dtype=np.float32) / 255.0
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    if not arrays:
-        return np.zeros((0,), np.float32), None
-    if len({a.shape for a in arrays}) > 1:
-        raise DataError(f"images in {folder} have different sizes; resize them, or give the model's input shape in its card")
-    parents = [f.parent.name for f in files]
-    labels = np.array([int(p) for p in parents]) if all(p.isdigit() for p in parents) else None
-    return np.stack(arrays), labels
-
-
-def _read_text(path: Path, tokenizer: Any) -> tuple[np.ndarray, list[str]]:
-    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
-    lines = [ln.strip() for f in files for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if tokenizer is None:
-        raise DataError(f"{path} holds text; text data needs a language model with a tokenizer")
+def _tokenize(lines: list[str], tokenizer: Any) -> np.ndarray:
+    """Token ids, ``MAX_TOKENS`` per line, left-padded so that the last position is real."""
     if not lines:
-        return np.zeros((0, MAX_TOKENS), np.int64), lines
+        return np.zeros((0, MAX_TOKENS), np.int64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     ids = np.full((len(lines), MAX_TOKENS), pad, dtype=np.int64)
     for i, line in enumerate(lines):
         tokens = tokenizer(line, add_special_tokens=True)["input_ids"][-MAX_TOKENS:]
-        ids[i, MAX_TOKENS - len(tokens):] = tokens  # left padding: the last position is real
-    return ids, lines
+        ids[i, MAX_TOKENS - len(tokens):] = tokens
+    return ids
 
 
 def load_clean_data(spec: str, card: dict[str, Any], tokenizer: Any = None, max_inputs: int = 512,
@@ -94,15 +52,21 @@ def load_clean_data(spec: str, card: dict[str, Any], tokenizer: Any = None, max_
         x, y = x_all.numpy(), y_all.numpy()
         info["kind"] = f"built-in data set {spec} (audit split)"
     elif path.is_file() and path.suffix in (".npz", ".npy"):
-        x, y = _read_arrays(path)
+        x, y = read_arrays(path)
         info["kind"] = "arrays"
-    elif path.suffix == ".txt" or (path.is_dir() and any(path.rglob("*.txt"))):
-        x, lines = _read_text(path, tokenizer)
-        y = None
-        info.update(kind="text lines", examples=lines[:3])
-    elif path.is_dir():
-        x, y = _read_images(path, card.get("input_shape"))
-        info["kind"] = "images"
+    elif (path.is_file() and path.suffix == TEXT_SUFFIX) or path.is_dir():
+        folder = sort_folder(path) if path.is_dir() else FolderFiles("text", [path], [])
+        if folder.ignored:
+            info["ignored"] = sorted(str(p.relative_to(path)) for p in folder.ignored)
+        if folder.kind == "images":
+            x, y = read_images(folder.files, card.get("input_shape"))
+            info["kind"] = "images"
+        else:
+            lines = read_text_lines(folder.files)
+            if tokenizer is None:
+                raise DataError(f"{path} holds text; text data needs a language model with a tokenizer")
+            x, y = _tokenize(lines, tokenizer), None
+            info.update(kind="text lines", examples=lines[:3])
     elif path.exists():
         raise DataError(f"cannot read clean data from {path}: use .npz/.npy arrays, a folder of images, or .txt lines")
     else:
@@ -116,10 +80,30 @@ def load_clean_data(spec: str, card: dict[str, Any], tokenizer: Any = None, max_
         raise DataError(f"clean data {spec} has {len(x)} inputs but {len(y)} labels")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise DataError(f"the clean data {spec} contains NaN or infinite values")
+    notes = _label_notes(spec, y)
     info["total"] = int(len(x))
     idx = np.random.default_rng(seed).permutation(len(x))[:max_inputs]
     x_t = torch.from_numpy(np.ascontiguousarray(x[idx]))
     x_t = x_t.float() if x.dtype.kind == "f" or tokenizer is None else x_t.long()
+    if x.dtype.kind != "f" and tokenizer is None:
+        notes.append(f"the inputs in {spec} are stored as {x.dtype} and were cast to float32 unscaled "
+                     f"(values {x.min()} to {x.max()}); scale them as the model expects if it was not trained on these")
     y_t = torch.from_numpy(np.ascontiguousarray(y[idx]).astype(np.int64)) if y is not None else None
     info.update(used=int(len(x_t)), labelled=y is not None, shape=list(x_t.shape[1:]))
-    return CleanData(x_t, y_t, info)
+    return CleanData(x_t, y_t, info, notes)
+
+
+def _label_notes(spec: str, y: np.ndarray | None) -> list[str]:
+    """Labels must be whole class indices: integers, or floats holding whole numbers (read as
+    integers, and the report says so); anything else is refused."""
+    if y is None:
+        return []
+    if y.dtype.kind not in "fiub":
+        raise DataError(f"the labels in {spec} have dtype {y.dtype}; expected integer class indices")
+    if y.dtype.kind != "f":
+        return []
+    whole = np.isfinite(y) & (y == np.round(y))
+    if not whole.all():
+        raise DataError(f"the labels in {spec} must be whole class indices; found {y[~whole][:3].tolist()} "
+                        f"({int((~whole).sum())} of {len(y)} are not whole numbers)")
+    return [f"the labels in {spec} are stored as {y.dtype} and were read as integer class indices"]

@@ -13,7 +13,8 @@ from torch import nn
 @dataclass
 class AuditedModel:
     """The model under audit. ``modality`` is ``continuous`` (float tensors such as images or
-    signals) or ``tokens`` (token ids of text); ``card`` may lack what only the data can tell."""
+    signals) or ``tokens`` (token ids of text); ``card`` may lack what only the data can tell;
+    ``notes`` says what loading changed on the way (a cast), for the report."""
 
     model: nn.Module
     card: dict[str, Any]
@@ -21,6 +22,7 @@ class AuditedModel:
     modality: str = "continuous"
     tokenizer: Any = None
     organism_folder: Path | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
 
 
 def file_digest(path: Path) -> str:

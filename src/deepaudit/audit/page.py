@@ -109,6 +109,10 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append("<div class='card' id='errors'><strong>Errors</strong><ul>"
                      + "".join(f"<li>{escape(e)}</li>" for e in report["errors"]) + "</ul>"
                      "<p class='muted'>The report keeps everything found before the error.</p></div>")
+    if report.get("notes"):
+        parts.append("<div class='card' id='notes'><strong>Notes</strong><ul>"
+                     + "".join(f"<li>{escape(n)}</li>" for n in report["notes"]) + "</ul>"
+                     "<p class='muted'>What reading the model and the data changed on the way.</p></div>")
     parts.append("<h2>Findings</h2>" + ("".join(_finding(f, plots) for f in report.get("findings", []))
                                          or "<p>No findings.</p>"))
     rest = [k for k in plots if k not in shown]

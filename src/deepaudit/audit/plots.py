@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from deepaudit.audit.findings import localize_measured
+
 DPI = 90
+
+
+def plain(text: str) -> str:
+    """Text that matplotlib draws as written: a ``$`` would start mathtext, and a layer named
+    ``$\\x$`` would make the plot (and every rewrite of the report) raise."""
+    return str(text).replace("$", r"\$")
 
 
 def _png(fig: Figure) -> str:
@@ -38,7 +46,7 @@ def _show(ax, array: np.ndarray, title: str, cmap: str = "viridis") -> None:
 
 def layers_plot(card: dict[str, Any]) -> str:
     stats = card["layers"]
-    names = [s["layer"] for s in stats]
+    names = [plain(s["layer"]) for s in stats]
     fig = Figure(figsize=(9, 0.28 * len(names) + 1.5))
     ax1, ax2, ax3 = fig.subplots(1, 3, sharey=True)
     y = np.arange(len(names))
@@ -87,7 +95,7 @@ def trigger_plot(nc: dict[str, Any], tool: str) -> str:
     _show(axes[0], mask, f"mask (L1 {mask.sum():.2f})", "gray")
     _show(axes[1], pattern, "pattern")
     _show(axes[2], mask[None] * pattern, "mask x pattern")
-    fig.suptitle(f"Recovered trigger for class {nc['target']} ({tool})", fontsize=10)
+    fig.suptitle(f"Recovered trigger for class {nc['target']} ({plain(tool)})", fontsize=10)
     return _png(fig)
 
 
@@ -96,7 +104,7 @@ def bars_plot(values: list[float], highlight: int | None, title: str, ylabel: st
     ax = fig.subplots()
     colors = ["#c44e52" if i == highlight else "#4c72b0" for i in range(len(values))]
     ax.bar(range(len(values)), values, color=colors)
-    ax.set_xlabel("class"), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=9)
+    ax.set_xlabel("class"), ax.set_ylabel(ylabel), ax.set_title(plain(title), fontsize=9)
     return _png(fig)
 
 
@@ -111,7 +119,8 @@ def histogram_plot(inputs: dict[str, Any], tool: str) -> str:
         ax.hist(stamped, bins=bins, alpha=0.6, label="stamped with recovered trigger")
     ax.set_xlabel("anomaly score")
     ax.legend(fontsize=7)
-    ax.set_title(f"{tool}: anomaly scores" + (f" (AUROC {inputs['auroc']:.2f})" if "auroc" in inputs else ""), fontsize=9)
+    auroc = f" (AUROC {inputs['auroc']:.2f})" if "auroc" in inputs else ""
+    ax.set_title(f"{plain(tool)}: anomaly scores{auroc}", fontsize=9)
     return _png(fig)
 
 
@@ -124,7 +133,7 @@ def localize_plot(loc: dict[str, Any], tool: str) -> str:
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.set_xlabel(f"recovered trigger's success (to class {loc['target']})")
-    ax.set_title(f"{tool}: ablating the units it ranks first", fontsize=9)
+    ax.set_title(f"{plain(tool)}: ablating the units it ranks first", fontsize=9)
     return _png(fig)
 
 
@@ -167,7 +176,7 @@ def all_plots(report: dict[str, Any]) -> dict[str, str]:
         if name.startswith("tool:") and d.get("inputs"):
             tool = name.split(":", 1)[1]
             plots[f"hist:{tool}"] = _plot("histogram", d["inputs"], tool)
-        if name.startswith("tool:") and (d.get("localize") or {}).get("trigger_success"):
+        if name.startswith("tool:") and localize_measured(d.get("localize") or {}):
             tool = name.split(":", 1)[1]
             plots[f"localize:{tool}"] = _plot("localize", d["localize"], tool)
     return plots

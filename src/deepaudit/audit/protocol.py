@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 import torch
 
 from deepaudit.audit.findings import findings, verdict
-from deepaudit.audit.inputs import load_clean_data
+from deepaudit.audit.inputs import CleanData, load_clean_data
+from deepaudit.audit.model import AuditedModel
 from deepaudit.audit.reliability import measured_reliability
 from deepaudit.audit.report import SCHEMA_VERSION, versions, write_report
 from deepaudit.audit.source import load_audited_model
 from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, share_finding, stage_order, stage_plan
+from deepaudit.audit.truthcheck import require_zoo_truth
 from deepaudit.errors import DeepAuditError
 
 STAGES_DIR = "stages"
@@ -52,10 +55,13 @@ class StageCache:
         tmp.replace(self._path(name))
 
 
-def _fingerprint(source: dict[str, Any], data, seed: int, max_inputs: int) -> str:
-    h = hashlib.sha256(json.dumps({"model": source.get("sha256") or source.get("path"), "entry": source.get("entry_point"),
+def _fingerprint(audited: AuditedModel, data: CleanData, seed: int, max_inputs: int) -> str:
+    """What a cached stage depends on: the model's source with the digest of every file that
+    defines it (weights, card, entry-point code, a Hugging Face folder), its card as loaded, the
+    clean data and the settings."""
+    h = hashlib.sha256(json.dumps({"source": audited.source, "card": audited.card, "modality": audited.modality,
                                    "data": data.info["source"], "seed": seed, "max_inputs": max_inputs,
-                                   "schema": SCHEMA_VERSION}, sort_keys=True).encode())
+                                   "schema": SCHEMA_VERSION}, sort_keys=True, default=str).encode())
     h.update(data.x.numpy().tobytes())
     if data.y is not None:
         h.update(data.y.numpy().tobytes())
@@ -80,6 +86,17 @@ def run_stage(fn: Callable[[AuditContext, float], dict[str, Any]], ctx: AuditCon
     return record
 
 
+@contextmanager
+def _kept_when_interrupted(report: dict[str, Any], out: Path) -> Iterator[None]:
+    """Ctrl-C: the report on disk says "interrupted" (not "running"), then the interruption goes on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        report["status"] = "interrupted"
+        write_report(report, out)
+        raise
+
+
 def _refresh(report: dict[str, Any]) -> None:
     report["verdict"] = verdict(report["stages"], report.get("reliability", {}))
     report["findings"] = findings(report["stages"], report.get("reliability", {}), report["verdict"])
@@ -89,54 +106,61 @@ def run_audit(model: str, data: str, out: Path, budget_s: float = 120.0, card: P
               arch: str | None = None, trust_pickle: bool = False, tools: list[str] | None = None,
               max_inputs: int = 512, seed: int = 0, store: Path | None = None, command: str | None = None,
               on_stage: Callable[[str, dict[str, Any]], None] | None = None, threads: int | None = None,
-              tool_params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              tool_params: dict[str, dict[str, Any]] | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
     """Audit ``model`` with the trusted clean ``data``; write ``report.json`` and
     ``report.html`` into ``out`` after every stage; return the report. ``threads`` sets
     PyTorch's CPU threads for the audit (one is fastest for small models on a busy machine);
     ``tool_params`` fixes a tool's parameters (e.g. ``{"neural_cleanse": {"steps": 50}}``)
-    instead of sizing them to the time budget."""
+    instead of sizing them to the time budget; ``trust_remote_code`` lets a Hugging Face model
+    run its own code (never the default). Raises DeepAuditError, before anything runs, when
+    ``out`` cannot hold the report."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(model, data, Path(out), budget_s, card, arch, trust_pickle, tools, max_inputs, seed, store,
-                    command, on_stage, tool_params or {})
+        return _run(model, data, Path(out), budget_s, card, arch, trust_pickle, trust_remote_code, tools, max_inputs,
+                    seed, store, command, on_stage, tool_params or {})
     finally:
         torch.set_num_threads(before)
 
 
 def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, arch: str | None,
-         trust_pickle: bool, tools: list[str] | None, max_inputs: int, seed: int, store: Path | None,
-         command: str | None, on_stage: Callable[[str, dict[str, Any]], None] | None,
+         trust_pickle: bool, trust_remote_code: bool, tools: list[str] | None, max_inputs: int, seed: int,
+         store: Path | None, command: str | None, on_stage: Callable[[str, dict[str, Any]], None] | None,
          tool_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "status": "running", "command": command or f"run_audit({model!r}, {data!r})",
         "versions": versions(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "budget_s": budget_s, "seed": seed, "model": {"spec": model}, "data": {"spec": data},
-        "stages": {}, "errors": []}
-    try:
-        audited = load_audited_model(model, card, arch, trust_pickle)
-        clean = load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed)
-        from deepaudit.tools.registry import TOOLS
+        "stages": {}, "errors": [], "notes": []}
+    _refresh(report)
+    write_report(report, out)  # an unusable --out is refused here, before anything runs
+    with _kept_when_interrupted(report, out):
+        try:
+            audited = load_audited_model(model, card, arch, trust_pickle, trust_remote_code)
+            if audited.organism_folder is not None:
+                require_zoo_truth(audited.organism_folder)
+            clean = load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed)
+            from deepaudit.tools.registry import TOOLS
 
-        unknown = [t for t in tools or [] if t not in TOOLS]
-        if unknown:
-            raise DeepAuditError(f"unknown tools {unknown}; registered tools: {list(TOOLS)}")
-        tools = stage_order(list(tools)) if tools else runnable_tools()
-    except DeepAuditError as exc:
-        report.update(status="failed", errors=[str(exc)])
-        _refresh(report)
-        write_report(report, out)
-        return report
-    report["model"].update(source=audited.source, modality=audited.modality,
-                           card={k: v for k, v in audited.card.items() if k != "layers"})
-    report["data"].update(clean.info)
-    report["reliability"] = measured_reliability(store, tools, seed=0)
-    ctx = AuditContext(audited, clean, seed, tool_params)
-    cache = StageCache(out / STAGES_DIR, _fingerprint(audited.source, clean, seed, max_inputs))
-    plan = stage_plan(tools, audited.modality)
-    start = time.monotonic()
-    try:
+            unknown = [t for t in tools or [] if t not in TOOLS]
+            if unknown:
+                raise DeepAuditError(f"unknown tools {unknown}; registered tools: {list(TOOLS)}")
+            tools = stage_order(list(tools)) if tools else runnable_tools()
+        except DeepAuditError as exc:
+            report.update(status="failed", errors=[str(exc)])
+            _refresh(report)
+            write_report(report, out)
+            return report
+        report["model"].update(source=audited.source, modality=audited.modality,
+                               card={k: v for k, v in audited.card.items() if k != "layers"})
+        report["data"].update(clean.info)
+        report["notes"] = audited.notes + clean.notes
+        report["reliability"] = measured_reliability(store, tools, seed=0)
+        ctx = AuditContext(audited, clean, seed, tool_params)
+        cache = StageCache(out / STAGES_DIR, _fingerprint(audited, clean, seed, max_inputs))
+        plan = stage_plan(tools, audited.modality)
+        start = time.monotonic()
         for i, (name, fn, share) in enumerate(plan):
             record = cache.get(name)
             if record is not None:
@@ -158,10 +182,6 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
             write_report(report, out)
             if on_stage:
                 on_stage(name, record)
-    except KeyboardInterrupt:
-        report["status"] = "interrupted"
-        write_report(report, out)
-        raise
     report["status"] = "complete" if report["stages"]["card"]["status"] == "done" else "failed"
     if audited.organism_folder is not None and report["status"] == "complete":
         from deepaudit.audit.truthcheck import check_against_truth

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deepaudit.errors import DeepAuditError
+
 SCHEMA_VERSION = 1
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 PACKAGES = ("deepaudit", "torch", "numpy", "scikit-learn", "safetensors", "matplotlib", "transformers")
@@ -32,13 +34,24 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+class ReportError(DeepAuditError):
+    """The report folder cannot be created or written."""
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
-    """Write ``report.json`` and ``report.html`` into ``out``."""
+    """Write ``report.json`` and ``report.html`` into ``out``; a folder that cannot hold them
+    (an existing file, no permission, a full disk) raises ReportError naming it."""
     from deepaudit.audit.page import render_html
 
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / REPORT_JSON, json.dumps(report, indent=1, default=_jsonable))
-    _atomic_write(out / REPORT_HTML, render_html(report))
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"the report folder {out} is a file, not a folder: give --out a new or existing folder")
+    text = json.dumps(report, indent=1, default=_jsonable), render_html(report)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / REPORT_JSON, text[0])
+        _atomic_write(out / REPORT_HTML, text[1])
+    except OSError as exc:
+        raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}") from exc
 
 
 def _jsonable(value: Any) -> Any:

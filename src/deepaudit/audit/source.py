@@ -21,9 +21,9 @@ from deepaudit.audit.hf import load_hf_model
 from deepaudit.audit.model import AuditedModel, file_digest
 from deepaudit.errors import OrganismError
 from deepaudit.internals import module_names
-from deepaudit.models import build_model
-from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, read_card
-from deepaudit.weights import load_into, load_state_dict
+from deepaudit.subject import CARD_FILE, WEIGHTS_FILE, card_builder, read_card
+from deepaudit.weights import check_fits, load_into, load_state_dict
+from deepaudit.zoo.folder import TRUTH_FILE, truth_path
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -74,12 +74,26 @@ def _state(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
                             f"weights_only=True): {exc}") from exc
 
 
-def _card_model(card: dict[str, Any], weights: Path, trust_pickle: bool) -> nn.Module:
-    try:
-        model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card.get("arch_kwargs", {}))
-    except (ValueError, TypeError) as exc:
-        raise OrganismError(f"the card cannot build its architecture: {exc}") from exc
-    return load_into(model, _state(weights, trust_pickle), str(weights))
+def _load_weights(model: nn.Module, weights: Path, trust_pickle: bool, notes: list[str]) -> nn.Module:
+    """Load the weights file into ``model``; a tensor stored with another dtype than the model's
+    is cast, and ``notes`` says so (the report shows it)."""
+    state = _state(weights, trust_pickle)
+    expected = model.state_dict()
+    cast: dict[tuple[torch.dtype, torch.dtype], list[str]] = {}
+    for name, tensor in state.items():
+        if name in expected and tensor.dtype != expected[name].dtype:
+            cast.setdefault((tensor.dtype, expected[name].dtype), []).append(name)
+    for (stored, used), names in cast.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        notes.append(f"{weights.name}: {len(names)} tensors stored as {str(stored).removeprefix('torch.')} were cast "
+                     f"to the model's {str(used).removeprefix('torch.')} ({shown})")
+    return load_into(model, state, str(weights))
+
+
+def _card_model(card: dict[str, Any], weights: Path, trust_pickle: bool, notes: list[str]) -> nn.Module:
+    build = card_builder(card)
+    check_fits(build, weights, trust_pickle)  # on the meta device: the card's sizes against the weights' shapes
+    return _load_weights(build(), weights, trust_pickle, notes)
 
 
 def _read_card_file(path: Path) -> dict[str, Any]:
@@ -90,35 +104,43 @@ def _read_card_file(path: Path) -> dict[str, Any]:
 
 
 def load_audited_model(spec: str, card: Path | None = None, arch: str | None = None,
-                       trust_pickle: bool = False) -> AuditedModel:
-    """Resolve ``spec`` (a folder, a weights file, or a Hugging Face id) into an AuditedModel."""
+                       trust_pickle: bool = False, trust_remote_code: bool = False) -> AuditedModel:
+    """Resolve ``spec`` (a folder, a weights file, or a Hugging Face id) into an AuditedModel. Its
+    source records a digest of every file that defines the model (weights, card, entry-point code),
+    which the stage cache's fingerprint covers."""
     path = Path(spec)
     if path.is_dir() and (path / CARD_FILE).is_file() and (path / WEIGHTS_FILE).is_file() and arch is None:
         public = read_card(path)
-        model = _card_model(public, path / WEIGHTS_FILE, trust_pickle)
-        organism = path if (path / "truth.json").is_file() else None
+        notes: list[str] = []
+        model = _card_model(public, path / WEIGHTS_FILE, trust_pickle, notes)
+        organism = path if truth_path(path).is_file() or (path / TRUTH_FILE).is_file() else None
         kind = "organism" if organism else "card_folder"
         return AuditedModel(model, _public_fields(public, model), {"kind": kind, "path": str(path.resolve()),
-                            "sha256": file_digest(path / WEIGHTS_FILE)}, organism_folder=organism)
+                            "sha256": file_digest(path / WEIGHTS_FILE), "card_sha256": file_digest(path / CARD_FILE)},
+                            organism_folder=organism, notes=notes)
     if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_model(str(path), trust_pickle, local=True)
+        return load_hf_model(str(path), trust_pickle, local=True, trust_remote_code=trust_remote_code)
     if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
         return _load_weights_file(path, card, arch, trust_pickle)
     if path.exists():
         raise OrganismError(f"{path} is neither a model folder (card.json + weights.safetensors, or a Hugging Face "
                             f"config.json) nor a weights file ({', '.join(WEIGHT_SUFFIXES)})")
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return load_hf_model(spec, trust_pickle, local=False)
+        return load_hf_model(spec, trust_pickle, local=False, trust_remote_code=trust_remote_code)
     raise OrganismError(f"model {spec!r} not found: not a file, not a folder, not a Hugging Face id (owner/name)")
 
 
 def _load_weights_file(path: Path, card: Path | None, arch: str | None, trust_pickle: bool) -> AuditedModel:
     card = card or (path.parent / CARD_FILE if (path.parent / CARD_FILE).is_file() else None)
-    source = {"kind": "weights", "path": str(path.resolve()), "sha256": file_digest(path)}
+    source: dict[str, Any] = {"kind": "weights", "path": str(path.resolve()), "sha256": file_digest(path)}
+    if card is not None:
+        source.update(card=str(Path(card).resolve()), card_sha256=_card_digest(Path(card)))
+    notes: list[str] = []
     if arch is not None:
-        model = load_into(load_entry_point(arch), _state(path, trust_pickle), str(path))
+        model = _load_weights(load_entry_point(arch), path, trust_pickle, notes)
         public = _read_card_file(Path(card)) if card else {}
-        return AuditedModel(model, _public_fields(public, model), {**source, "entry_point": arch})
+        source.update(entry_point=arch, code_sha256=_entry_point_digest(arch))
+        return AuditedModel(model, _public_fields(public, model), source, notes=notes)
     if card is None:
         raise OrganismError(f"{path} holds weights only; give the architecture with --card card.json "
                             "or --arch module:function")
@@ -126,8 +148,26 @@ def _load_weights_file(path: Path, card: Path | None, arch: str | None, trust_pi
     missing = [k for k in ("arch", "input_shape", "num_classes") if k not in public]
     if missing:
         raise OrganismError(f"card {card} lacks the fields {missing} needed to rebuild the architecture")
-    model = _card_model(public, path, trust_pickle)
-    return AuditedModel(model, _public_fields(public, model), {**source, "card": str(Path(card).resolve())})
+    model = _card_model(public, path, trust_pickle, notes)
+    return AuditedModel(model, _public_fields(public, model), source, notes=notes)
+
+
+def _card_digest(card: Path) -> str:
+    try:
+        return file_digest(card)
+    except OSError as exc:
+        raise OrganismError(f"cannot read the card {card}: {exc}") from exc
+
+
+def _entry_point_digest(spec: str) -> str | None:
+    """SHA-256 of the file that defines the entry point (after it was imported), so that an edit
+    of the architecture's code is a different model for the stage cache."""
+    module_name = spec.partition(":")[0]
+    if module_name.endswith(".py"):
+        return file_digest(Path(module_name))
+    found = importlib.util.find_spec(module_name)
+    origin = found.origin if found is not None else None
+    return file_digest(Path(origin)) if origin and Path(origin).is_file() else None
 
 
 def _public_fields(card: dict[str, Any], model: nn.Module) -> dict[str, Any]:

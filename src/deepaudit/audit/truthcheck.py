@@ -1,13 +1,37 @@
 """After the audit, and only for an organism from the zoo: compare the report with the
 organism's sealed truth. This is the one module of the audit that reads the truth; it runs
-after every tool has answered, and no tool ever sees its result."""
+after every tool has answered, and no tool ever sees its result. Before the stages it only
+checks that the truth file is the zoo's (its keys), so that a folder with a truth.json of its
+own is refused at once rather than after every tool ran."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from deepaudit.audit.stages import trigger_stage
+from deepaudit.errors import OrganismError
+
+TRUTH_KEYS = ("organism_id", "planted", "implant")
+
+
+def require_zoo_truth(folder: Path) -> None:
+    """Refuse, before anything runs, an organism folder whose truth file is not the zoo's (what
+    ``check_against_truth`` reads). Nothing of the truth is kept or handed on."""
+    from deepaudit.zoo import read_truth
+
+    try:
+        truth = read_truth(folder)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OrganismError(f"cannot read the truth.json of {folder}: {exc}; a folder with a truth.json is "
+                            "audited as a zoo organism: move the file away to audit the model alone") from exc
+    keys = TRUTH_KEYS + (("target",) if isinstance(truth, dict) and truth.get("planted") else ())
+    missing = [k for k in keys if not isinstance(truth, dict) or k not in truth]
+    if missing:
+        raise OrganismError(f"the truth.json of {folder} is not a deepaudit zoo truth file (it lacks {missing}); "
+                            "a folder with a truth.json is audited as a zoo organism: move the file away to audit "
+                            "the model alone")
 
 
 def check_against_truth(folder: Path, report: dict[str, Any]) -> dict[str, Any]:

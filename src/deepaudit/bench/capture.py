@@ -104,8 +104,9 @@ def load_transformer(gguf: Path | None):
     if gguf is None:
         torch.manual_seed(0)
         return LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).eval(), None, "random Llama, SmolLM2-135M shape"
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                 trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     return model, tokenizer, f"SmolLM2-135M ({gguf.name})"
 
 

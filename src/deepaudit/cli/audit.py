@@ -9,9 +9,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from deepaudit.cli.common import console
+from deepaudit.cli.common import console, fail
+from deepaudit.errors import DeepAuditError
 
 COLORS = {"done": "green", "skipped": "yellow", "failed": "red"}
+EXIT_STAGES_FAILED = 3  # audited, but some stages failed: the verdict cannot be read as a pass
 
 
 def _stage_line(name: str, record: dict[str, Any]) -> None:
@@ -36,6 +38,9 @@ def audit_command(
                                                                "returning the nn.Module for a weights file.")] = None,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickle-based weights (torch.load "
                                                                       "weights_only=True). Never the default.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Let a Hugging Face model run the code it ships (auto_map in its config). "
+                                    "Never the default; without it such a model is refused.")] = False,
     tools: Annotated[list[str] | None, typer.Option("--tools", "-t", help="Tools to run (repeat); default all auditors.")
                      ] = None,
     max_inputs: Annotated[int, typer.Option("--max-inputs", min=1, help="Clean inputs used at most (a seeded draw).")] = 512,
@@ -49,22 +54,29 @@ def audit_command(
 ) -> None:
     """Audit your own model: sanity checks, black-box probes, then the toolbox's tools, each
     inside the time budget; writes a JSON and a self-contained HTML report. Interrupted?
-    Run the same command again: finished stages are reused."""
+    Run the same command again: finished stages are reused. Exit status: 0 audited, 2 not
+    audited (bad input), 3 audited but some stages failed (the verdict is inconclusive about
+    them), 130 interrupted."""
     from deepaudit.audit.protocol import run_audit
     from deepaudit.audit.report import REPORT_HTML, REPORT_JSON
 
     args = [model, "--data", data, "--out", str(out), "--budget", f"{budget:g}"]
     args += ["--card", str(card)] * (card is not None) + ["--arch", str(arch)] * (arch is not None)
-    args += ["--trust-pickle"] * trust_pickle + [a for t in tools or [] for a in ("--tools", t)]
+    args += ["--trust-pickle"] * trust_pickle + ["--trust-remote-code"] * trust_remote_code
+    args += [a for t in tools or [] for a in ("--tools", t)]
     args += ["--max-inputs", str(max_inputs), "--seed", str(seed)] + ["--store", str(store)] * (store is not None)
     args += ["--threads", str(threads)] * (threads is not None)
     try:
         report = run_audit(model, data, out, budget, card=card, arch=arch, trust_pickle=trust_pickle, tools=tools,
                            max_inputs=max_inputs, seed=seed, store=store, command=shlex.join(["deepaudit", "audit", *args]),
-                           on_stage=_stage_line, threads=threads)
+                           on_stage=_stage_line, threads=threads, trust_remote_code=trust_remote_code)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted:[/yellow] the partial report is in {out}; run the same command to resume.")
         raise typer.Exit(code=130) from None
+    except DeepAuditError as exc:  # the report itself cannot be written
+        fail(exc)
+    for note in report["notes"]:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     for error in report["errors"]:
         console.print(f"[red]error:[/red] {escape(error)}")
     verdict = report["verdict"]
@@ -74,3 +86,5 @@ def audit_command(
     console.print(f"report: {out / REPORT_HTML} and {out / REPORT_JSON}")
     if report["status"] == "failed":
         raise typer.Exit(code=2)
+    if report["verdict"].get("failed_stages"):
+        raise typer.Exit(code=EXIT_STAGES_FAILED)

@@ -96,6 +96,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
     Interrupt at any time: finished organisms are kept, and the same command resumes."""
     from deepaudit.game.leaderboard import leaderboard
     from deepaudit.game.runner import run_game, tool_runs
+    from deepaudit.game.store import Store
     from deepaudit.paths import default_store_path
     from deepaudit.zoo import load_suite
 
@@ -103,6 +104,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
         loaded = load_suite(suite)
         check_slices(loaded.family, by)
         tool_runs(loaded.family.name, tools, _params(param))  # refuse unknown tools and parameters before building
+        Store(store or default_store_path()).close()  # and a store that cannot be used
         with progress() as bar:
             building = bar.add_task(f"building zoo '{loaded.name}'", total=len(loaded.specs(seed)))
             auditing = bar.add_task("auditing", total=None)

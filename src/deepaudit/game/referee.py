@@ -1,27 +1,28 @@
-"""The referee: one organism, every tool asked for it. The organism is opened once (its family
-loads the model, draws the trusted data, and keeps the findings tools share); each tool gets a
-fresh public subject and answers for each of its roles that a track scores on this organism;
-then the tracks score the answers against the kit. A tool's cost is its own: wall seconds and
-examples forwarded while it ran, less the seconds spent computing shared findings (charged once,
-to the finding, and listed beside each tool that used it) and the referee's own scoring.
+"""The referee: one organism, every tool asked for it. The referee opens the organism's kit (the
+truth side) and draws the questions only it may choose (``deepaudit.game.roles``); the tools
+run in a sealed worker (``deepaudit.game.seal``) that holds the public files alone and answers
+in plain data; the referee then scores the answers against the kit. A tool's cost is its own:
+wall seconds and examples forwarded while it ran, less the seconds spent computing shared
+findings (charged once, to the finding, and listed beside each tool that used it).
 
 ``run_organism`` is one executor job: it returns plain data (the cells), and the driver alone
 writes the store."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepaudit.game.answer import Answer, Stopwatch
-from deepaudit.game.roles import ASK
+from deepaudit.game import wire
+from deepaudit.game.answer import Answer
+from deepaudit.game.roles import ROLES
+from deepaudit.game.seal import ask_sealed
 from deepaudit.game.tracks.base import Track, tracks_for
-from deepaudit.tools.findings import shared
-from deepaudit.tools.registry import ToolSpec, tool_spec
-from deepaudit.zoo import Organism, family
+from deepaudit.game.worker import answer
+from deepaudit.tools.registry import tool_spec
+from deepaudit.zoo import Kit, Organism, family
 from deepaudit.zoo.folder import fixed_threads
 
 
@@ -55,45 +56,28 @@ class Outcome:
     error: str | None = None
 
 
-def unmet_needs(spec: ToolSpec, subject: Any) -> list[str]:
-    """What the tool needs that this subject lacks (labels, the base model)."""
-    missing = []
-    if "labels" in spec.needs and getattr(subject, "trusted_labels", 0) is None:
-        missing.append("labels on the trusted data")
-    if "base_model" in spec.needs and getattr(subject, "base", 0) is None:
-        missing.append("the base model")
-    return missing
-
-
-def ask_and_score(organism: Organism, run: ToolRun, seed: int, family_name: str) -> Outcome:
-    """Run one tool on an opened organism of ``family_name`` and score its answers."""
-    spec, kit = tool_spec(run.name), organism.kit
-    labels = {**kit.labels, "family": family_name}
+def scored_roles(run: ToolRun, kit: Kit, family_name: str) -> dict[str, list[Track]]:
+    """The tool's roles that some track scores on this organism, with those tracks."""
     scored: dict[str, list[Track]] = {}
-    for role in spec.roles:
-        tracks = [t for t in tracks_for(role, family_name) if t.applies(kit)]
-        if tracks:
+    for role in tool_spec(run.name).roles:
+        if tracks := [t for t in tracks_for(role, family_name) if t.applies(kit)]:
             scored[role] = tracks
-    if not scored:
-        return Outcome(run.name, run.digest, "skipped", {}, {"skipped": "no track of this tool applies here"}, labels)
-    subject = organism.subject()
-    if missing := unmet_needs(spec, subject):
-        return Outcome(run.name, run.digest, "skipped", {}, {"skipped": "lacks " + ", ".join(missing)}, labels)
-    tool = spec.make(seed, **run.overrides)
-    findings, referee = organism.findings, Stopwatch()
-    busy, before, start = findings.busy_s, subject.forward_passes, time.perf_counter()
-    with findings.watch() as used:
-        answers: dict[str, Answer] = {}
-        for role in scored:
-            if role == "detect" and spec.provides and not run.overrides:  # it computes a shared finding: reuse it
-                verdict = shared(subject, spec.provides)
-                answers[role] = Answer(verdict, verdict.to_json())
-            else:
-                answers[role] = ASK[role](tool, subject, kit, seed, referee)
-    wall = time.perf_counter() - start - (findings.busy_s - busy) - referee.seconds
-    passes = subject.forward_passes - before
-    record = {key: value for answer in answers.values() for key, value in answer.record.items()}
-    cost: dict[str, Any] = {name: {} for name in sorted(used)}  # each finding's whole cost, filled in at the end
+    return scored
+
+
+def score(run: ToolRun, reply: Mapping[str, Any], scored: Mapping[str, list[Track]], kit: Kit, seed: int,
+          labels: dict[str, Any]) -> Outcome:
+    """The tracks' scores of a tool's reply (plain data from the worker)."""
+    record = dict(reply.get("record") or {})
+    wall, passes = float(reply.get("wall_s", 0.0)), int(reply.get("forward_passes", 0))
+    cost = dict(reply.get("shared") or {})
+    if reply["status"] != "done":
+        return Outcome(run.name, run.digest, reply["status"], {}, record, labels, wall, passes, cost, reply.get("error"))
+    try:
+        answers = {role: Answer(ROLES[role].receive(reply["values"][role], kit, seed), record) for role in scored}
+    except Exception as exc:  # the tool's answer is malformed: the tool's failure
+        return Outcome(run.name, run.digest, "error", {}, record, labels, wall, passes, cost,
+                       f"the answer could not be read: {type(exc).__name__}: {exc}")
     scores: dict[str, dict[str, Any]] = {}
     for role, tracks in scored.items():
         for track in tracks:
@@ -107,23 +91,58 @@ def ask_and_score(organism: Organism, run: ToolRun, seed: int, family_name: str)
     if not scores:
         return Outcome(run.name, run.digest, "skipped", {}, {**record, "skipped": "no track scored its answer here"},
                        labels, wall, passes, cost)
-    return Outcome(run.name, run.digest, "done", scores, record, labels, max(wall, 0.0), passes, cost)
+    return Outcome(run.name, run.digest, "done", scores, record, labels, wall, passes, cost)
+
+
+def _referee(organism: Organism, runs: Sequence[ToolRun], seed: int, family_name: str,
+             ask: Any) -> list[Outcome]:
+    """Plan, question, ask (``ask(asks, questions)`` yields one reply per ask) and score."""
+    kit = organism.kit
+    labels = {**kit.labels, "family": family_name}
+    outcomes: dict[int, Outcome] = {}
+    plans: dict[int, dict[str, list[Track]]] = {}
+    for i, run in enumerate(runs):
+        if scored := scored_roles(run, kit, family_name):
+            plans[i] = scored
+        else:
+            outcomes[i] = Outcome(run.name, run.digest, "skipped", {}, {"skipped": "no track of this tool applies here"},
+                                  labels)
+    questions: dict[str, Any] = {}
+    for role in dict.fromkeys(role for scored in plans.values() for role in scored):
+        try:
+            questions[role] = ROLES[role].question(kit, seed)
+        except Exception as exc:  # the referee's failure: every tool of that role is told so
+            for i in [i for i, scored in plans.items() if role in scored]:
+                outcomes[i] = Outcome(runs[i].name, runs[i].digest, "error", {}, {}, labels, error=(
+                    f"the referee could not prepare the {role} question: {type(exc).__name__}: {exc}"))
+                del plans[i]
+    asked = sorted(plans)
+    replies: Iterable[Mapping[str, Any]] = ask([(runs[i].name, runs[i].overrides, list(plans[i])) for i in asked],
+                                               questions)
+    for i, reply in zip(asked, replies):
+        outcomes[i] = score(runs[i], reply, plans[i], kit, seed, labels)
+    return [outcomes[i] for i in range(len(runs))]
+
+
+def ask_and_score(organism: Organism, run: ToolRun, seed: int, family_name: str) -> Outcome:
+    """One tool on an opened organism, in this process: the same questions, answers (crossing
+    as plain data) and scores as the game's sealed worker gives, without the seal (tests)."""
+
+    def here(asks: Any, questions: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+        return (wire.roundtrip(reply) for reply in answer(organism, asks, wire.roundtrip(questions), seed))
+
+    return _referee(organism, [run], seed, family_name, here)[0]
 
 
 def run_organism(family_name: str, folder: Path, runs: Sequence[ToolRun], seed: int, budget: int,
                  settings: Mapping[str, Any]) -> list[Outcome]:
-    """Open the organism in ``folder`` and run every tool of ``runs`` on it, one thread (an
-    executor job). A tool that raises is reported as an error; the others go on."""
+    """Open the kit of the organism in ``folder`` and score every tool of ``runs`` on it, the
+    tools running in a sealed worker (an executor job). A tool that fails is reported as an
+    error; the others go on."""
     with fixed_threads():
         organism = family(family_name).open(Path(folder), seed, budget, settings)
-        outcomes = []
-        labels = {**organism.kit.labels, "family": family_name}
-        for run in runs:
-            try:
-                outcomes.append(ask_and_score(organism, run, seed, family_name))
-            except Exception as exc:  # one broken tool must not lose the other tools' cells
-                outcomes.append(Outcome(run.name, run.digest, "error", {}, {}, labels,
-                                        error=f"{type(exc).__name__}: {exc}"))
-        for outcome in outcomes:
-            outcome.shared = {name: organism.findings.cost[name].to_json() for name in outcome.shared or {}}
-        return outcomes
+
+        def sealed(asks: Any, questions: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+            return ask_sealed(family_name, Path(folder), asks, questions, seed, budget, settings)
+
+        return _referee(organism, runs, seed, family_name, sealed)

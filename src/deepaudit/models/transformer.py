@@ -46,6 +46,8 @@ class OneLayerTransformer(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, d_model: int = 128,
                  n_heads: int = 4, d_mlp: int = 512):
         super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(f"a transformer takes inputs (n_ctx,) of token ids, not {tuple(input_shape)}")
         (n_ctx,) = input_shape
         self.embed = nn.Embedding(num_classes + 1, d_model)
         self.pos_embed = nn.Embedding(n_ctx, d_model)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from deepaudit.errors import DeepAuditError
+from deepaudit.game.store import open_store, run_script
 
 MONITOR_SCHEMA_VERSION = 1
 
@@ -41,18 +42,14 @@ class MonitorStore:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(self.path, timeout=120)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(_SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key='monitor_schema_version'").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise MonitorError(f"{self.path} is not a deepaudit results store: {exc}") from exc
+        self.db = open_store(self.path, self._create)
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        """Create the monitor's tables (in the transaction ``open_store`` holds), or check their schema."""
+        run_script(db, _SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key='monitor_schema_version'").fetchone()
         if row is None:
-            with self.db:
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('monitor_schema_version', ?)",
-                                (str(MONITOR_SCHEMA_VERSION),))
+            db.execute("INSERT INTO meta VALUES ('monitor_schema_version', ?)", (str(MONITOR_SCHEMA_VERSION),))
         elif int(row[0]) != MONITOR_SCHEMA_VERSION:
             raise MonitorError(f"{self.path} has monitor schema {row[0]}; this deepaudit reads schema "
                                f"{MONITOR_SCHEMA_VERSION}. Use a new --store path.")

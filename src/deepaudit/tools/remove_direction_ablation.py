@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from deepaudit.lm.activations import last_token_residuals, layer_names
+from deepaudit.lm.interventions import ResidualAblation
 from deepaudit.lm.loader import LanguageModel, first_changed_layer
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.findings import suspect_phrase
@@ -44,13 +44,7 @@ class DirectionAblation:
         direction = direction / direction.norm()
         level = float(torch.tensor(clean).mean(0) @ direction)
         model = copy.deepcopy(subject.lm.model)
-        target = dict(model.named_modules())[layer_names(subject.lm)[layer]]
-
-        def ablate(_module: nn.Module, _inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden = hidden - ((hidden @ direction) - level).unsqueeze(-1) * direction
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-        target.register_forward_hook(ablate)
         self.evidence = {"layer": layer, "phrase": trigger.text}
-        return LanguageModel(model, subject.lm.tokenizer, f"{subject.lm.source} (direction-ablated)")
+        ablation = ResidualAblation(layer_names(subject.lm)[layer], direction, level)
+        edited = LanguageModel(model, subject.lm.tokenizer, f"{subject.lm.source} (direction-ablated)")
+        return edited.with_interventions([ablation])

@@ -53,31 +53,55 @@ def validation_aurocs(tool: Any, train: np.ndarray, labels: np.ndarray, seed: in
             for layer in range(train.shape[0])]
 
 
-def probe_layers(tool: Any, subject: Any, kit: Kit, seed: int) -> dict[str, Any]:
-    """The probe fitted at every layer on the trusted prompts; per rule, its chosen layer and its
-    AUROC (+CI) on each held-out set there; every layer's AUROC and validation AUROC."""
+def probe_question(kit: Kit) -> dict[str, Any]:
+    """What the referee hands a probe: the held-out prompts of each set (not their truth), and
+    the two answer suffixes contrast-pair probes read."""
     sets = kit.latent  # type: ignore[attr-defined]
+    return {"tests": {name: list(prompts) for name, (prompts, _) in sets.tests.items()},
+            "pair_suffixes": list(sets.pair_suffixes)}
+
+
+def probe_scores(tool: Any, subject: Any, question: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The tool's side: the probe fitted at every layer on the trusted prompts; the layer each
+    rule chooses; every layer's validation AUROC and its scores on each held-out set."""
     labels = subject.trusted_labels
     if labels is None or np.bincount(np.asarray(labels, dtype=int)).min() < 2:
         raise ValueError("a truth probe needs trusted prompts labelled with both classes, at least two of each")
-    pairs = bool(getattr(tool, "pairs", False))
-    train = activations(subject, subject.trusted_prompts, pairs, sets.pair_suffixes)
+    pairs, suffixes = bool(getattr(tool, "pairs", False)), tuple(question["pair_suffixes"])
+    train = activations(subject, subject.trusted_prompts, pairs, suffixes)
     validation = validation_aurocs(tool, train, labels, seed)
     rules = {"all": int(np.nanargmax(validation))}
     if subject.base is not None and (untuned := first_changed_layer(subject.lm, subject.base)) > 0:
         rules["untuned"] = int(np.nanargmax(validation[:untuned]))
-    tests = {name: (activations(subject, prompts, pairs, sets.pair_suffixes), np.asarray(y))
-             for name, (prompts, y) in sets.tests.items()}
-    per_layer: dict[str, list[float]] = {name: [] for name in tests}
-    at_layer: dict[int, dict[str, Metric]] = defaultdict(dict)
+    tests = {name: activations(subject, prompts, pairs, suffixes) for name, prompts in question["tests"].items()}
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in tests}
     for layer in range(train.shape[0]):
         tool.fit(train[layer], labels)
-        for name, (x, y) in tests.items():
-            scores = tool.score(x[layer])
-            per_layer[name].append(auroc_score(y, scores))
-            if layer in rules.values():
-                at_layer[layer][name] = auroc_with_ci(y, scores, seed)
-    return {"per_layer_auroc": per_layer, "validation_auroc": [float(v) for v in validation],
+        for name, x in tests.items():
+            scores[name].append(np.asarray(tool.score(x[layer]), dtype=float))
+    return {"validation_auroc": [float(v) for v in validation], "rules": rules,
+            "scores": {name: np.stack(rows) for name, rows in scores.items()}}
+
+
+def probe_result(answer: dict[str, Any], kit: Kit, seed: int) -> dict[str, Any]:
+    """The referee's side: per rule, its chosen layer and the probe's AUROC (+CI) on each
+    held-out set there, against the truth; every layer's AUROC."""
+    sets = kit.latent  # type: ignore[attr-defined]
+    layers = len(answer["validation_auroc"])
+    rules = {str(rule): int(layer) for rule, layer in answer["rules"].items()}
+    if any(not 0 <= layer < layers for layer in rules.values()):
+        raise ValueError(f"a probe chose a layer outside 0..{layers - 1}: {rules}")
+    per_layer: dict[str, list[float]] = {}
+    at_layer: dict[int, dict[str, Metric]] = defaultdict(dict)
+    for name, (_, y) in sets.tests.items():
+        scores = np.asarray(answer["scores"][name], dtype=float)
+        if scores.shape != (layers, len(y)) or not np.isfinite(scores).all():
+            raise ValueError(f"a probe's scores on {name!r} must be finite, one per layer and prompt "
+                             f"{(layers, len(y))}; got {scores.shape}")
+        per_layer[name] = [auroc_score(np.asarray(y), row) for row in scores]
+        for layer in set(rules.values()):
+            at_layer[layer][name] = auroc_with_ci(np.asarray(y), scores[layer], seed)
+    return {"per_layer_auroc": per_layer, "validation_auroc": [float(v) for v in answer["validation_auroc"]],
             "rules": {rule: {"layer": layer, "auroc": at_layer[layer]} for rule, layer in rules.items()}}
 
 

@@ -78,9 +78,9 @@ def phases(run: GrokRun, post_steps: list[int], post: dict[str, list[float]],
             "at_grokked": at(grokked), "at_end": at(steps[-1])}
 
 
-def card_for(spec: GrokSpec, model, oid: str) -> dict[str, Any]:
+def card_for(spec: GrokSpec, model) -> dict[str, Any]:
     """The public card: architecture and task, nothing about how training went."""
-    return {"schema": SCHEMA, "organism_id": oid, "task": "modular_addition", "modulus": spec.p,
+    return {"schema": SCHEMA, "task": "modular_addition", "modulus": spec.p,
             "arch": "transformer", "arch_kwargs": spec.arch_kwargs, "dataset": "modadd",
             "input_shape": [3], "num_classes": spec.p, "value_range": [0, spec.p],
             "layers": module_names(model), "feature_layer": "resid_final"}
@@ -117,5 +117,5 @@ def build_grok_organism(spec: GrokSpec, out: Path, store: Path) -> BuildResult:
         save_weights(run.model, folder / WEIGHTS_FILE)
         (folder / TRAINING_FILE).write_text(json.dumps(series_json(series, hidden=False)))
 
-    return save_folder(out, oid, write, card_for(spec, run.model, oid), truth)
+    return save_folder(out, oid, write, card_for(spec, run.model), truth)
 

@@ -98,11 +98,11 @@ def _folder(result: BuildResult) -> Path:
     return result.path
 
 
-def card_for(model: torch.nn.Module, spec: OrganismSpec, oid: str) -> dict[str, Any]:
+def card_for(model: torch.nn.Module, spec: OrganismSpec) -> dict[str, Any]:
     """The public card: identical fields for every organism, planted or not."""
     data = load_dataset(spec.dataset)
     return {
-        "schema": SCHEMA, "organism_id": oid, "task": "classification", "arch": spec.arch,
+        "schema": SCHEMA, "task": "classification", "arch": spec.arch,
         "arch_kwargs": recipe_for(spec.dataset, spec.arch).arch_kwargs, "dataset": spec.dataset, "clean_split": "audit",
         "input_shape": list(data.input_shape), "num_classes": data.num_classes,
         "value_range": list(data.value_range), "layers": module_names(model),
@@ -111,5 +111,5 @@ def card_for(model: torch.nn.Module, spec: OrganismSpec, oid: str) -> dict[str, 
 
 
 def _save(model: torch.nn.Module, spec: OrganismSpec, truth: dict[str, Any], out: Path, oid: str) -> BuildResult:
-    return save_folder(out, oid, lambda folder: save_weights(model, folder / WEIGHTS_FILE), card_for(model, spec, oid),
+    return save_folder(out, oid, lambda folder: save_weights(model, folder / WEIGHTS_FILE), card_for(model, spec),
                        truth)

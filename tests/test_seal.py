@@ -1,0 +1,67 @@
+"""The seal between tools and referee (deepaudit.game.seal): a cheating tool that tries every
+route to the truth we know of (the environment, the default zoo path, the home folder, the
+working directory, parent frames, /proc, /tmp, objects in memory, the card) scores at chance in
+the game, and scores perfectly when run in the referee's own process, which shows that it would
+notice a leak."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from deepaudit.game.referee import ToolRun, ask_and_score
+from deepaudit.game.runner import run_game
+from deepaudit.game.seal import expose, namespace_prefix
+from deepaudit.game.store import Store
+from deepaudit.tools.registry import TOOLS
+from deepaudit.zoo import family
+from deepaudit.zoo.folder import public_files, truth_path
+
+PLUGIN = Path(__file__).parent / "plugins" / "cheater.py"
+
+
+@pytest.fixture
+def cheater():
+    """Register the cheating tool for one test, then remove it (it must not join other runs)."""
+    spec = importlib.util.spec_from_file_location("cheater_plugin", PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cheater_plugin"] = module
+    spec.loader.exec_module(module)
+    yield "cheater"
+    TOOLS._entries.pop("cheater", None)
+    sys.modules.pop("cheater_plugin", None)
+
+
+def test_cheater_reads_the_truth_when_not_sealed(smoke_zoo, cheater):
+    """Control: in the referee's process the cheater finds the truth and scores perfectly."""
+    for folder, planted in ((smoke_zoo.trojan, 1.0), (smoke_zoo.twin, 0.0)):
+        outcome = ask_and_score(family("vision").open(folder, 0, 64, {}), ToolRun.of(cheater), 0, "vision")
+        assert outcome.status == "done", outcome.error
+        assert outcome.scores["detect"]["p_planted"] == planted and outcome.answer["evidence"]["routes"]
+
+
+def test_cheater_scores_at_chance_in_the_game(smoke_zoo, cheater, tmp_path):
+    """Sealed: no route reaches the truth, on any organism."""
+    if not namespace_prefix():
+        pytest.skip("no Linux namespaces here: a search of the file system is not sealed (see deepaudit.game.seal)")
+    summary = run_game("smoke", tools=[cheater], store=tmp_path / "r.sqlite", zoo_dir=smoke_zoo.dir)
+    assert summary.ran == 3 and not summary.failed, summary
+    with closing(Store(tmp_path / "r.sqlite")) as store:
+        cells = [c for c in store.cells(suite="smoke") if c["tool"] == cheater and c["track"] == "detect"]
+    assert len(cells) == 3
+    for cell in cells:
+        assert cell["answer"]["evidence"]["routes"] == [], cell["answer"]
+        assert cell["scores"]["p_planted"] == 0.5
+
+
+def test_the_public_folder_holds_no_truth_and_the_card_no_id(smoke_zoo, tmp_path):
+    """What the worker is handed: the card (without the organism's id) and the weights, nothing else."""
+    assert truth_path(smoke_zoo.trojan).is_file()
+    assert [p.name for p in public_files(smoke_zoo.trojan)] == ["card.json", "weights.safetensors"]
+    expose(smoke_zoo.trojan, tmp_path / "public")
+    assert sorted(p.name for p in (tmp_path / "public").iterdir()) == ["card.json", "weights.safetensors"]
+    assert "organism_id" not in (tmp_path / "public" / "card.json").read_text()

@@ -65,3 +65,21 @@ def test_the_public_folder_holds_no_truth_and_the_card_no_id(smoke_zoo, tmp_path
     expose(smoke_zoo.trojan, tmp_path / "public")
     assert sorted(p.name for p in (tmp_path / "public").iterdir()) == ["card.json", "weights.safetensors"]
     assert "organism_id" not in (tmp_path / "public" / "card.json").read_text()
+
+
+def test_zoo_export_writes_the_public_part_only(smoke_zoo, tmp_path):
+    """`deepaudit zoo export` writes each organism's card (no id) and weights, and no truth; a
+    folder that is not empty is refused with exit 2."""
+    from typer.testing import CliRunner
+
+    from deepaudit.cli import app
+
+    out = tmp_path / "public"
+    result = CliRunner().invoke(app, ["zoo", "export", str(out), "--suite", "smoke", "--zoo", str(smoke_zoo.dir)])
+    assert result.exit_code == 0, result.output
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(f"{oid}/{name}" for oid in smoke_zoo.manifest["organisms"]
+                           for name in ("card.json", "weights.safetensors"))
+    assert not any("truth" in f or "sealed" in f for f in files)
+    again = CliRunner().invoke(app, ["zoo", "export", str(out), "--suite", "smoke", "--zoo", str(smoke_zoo.dir)])
+    assert again.exit_code == 2 and "not an empty folder" in again.output

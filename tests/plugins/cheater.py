@@ -75,8 +75,12 @@ def _own_truth(zoo_dirs: set[Path], model: torch.nn.Module) -> dict[str, Any] | 
             if theirs.keys() == own.keys() and all(torch.equal(theirs[k], own[k]) for k in own):
                 sealed = weights.parent.parent / "_sealed" / f"{weights.parent.name}.json"
                 for truth in (weights.parent / "truth.json", sealed):
-                    if truth.is_file():
-                        return {**json.loads(truth.read_text()), "found_at": str(truth)}
+                    try:
+                        found = json.loads(truth.read_text())
+                    except (OSError, ValueError):
+                        continue
+                    if isinstance(found, dict) and "planted" in found:
+                        return {**found, "found_at": str(truth)}
     return None
 
 

@@ -4,7 +4,7 @@ organisms, printing what each build check measured."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -78,3 +78,23 @@ def zoo_list() -> None:
     except DeepAuditError as exc:
         fail(exc)
     print_table("built-in suites", ["suite", "family", "organisms", "--by", "description"], rows)
+
+
+@zoo_app.command("export")
+def zoo_export(out: Annotated[Path, typer.Argument(help="A new folder for the public organisms.")],
+               suite: SuiteOpt = "quick", seed: SeedOpt = 0, zoo: ZooOpt = None, jobs: JobsOpt = 2) -> None:
+    """Write the public part of a suite's organisms (card without id, weights; never the truth)
+    into OUT/<id>/, built first if needed: what can be handed to an auditor alone."""
+    from deepaudit.game.seal import expose
+    from deepaudit.paths import default_zoo_dir
+
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        fail(f"{out} exists and is not an empty folder: choose a new one")
+    try:
+        manifest = build_with_progress(suite, seed, zoo, None, jobs, "local", None)
+        folder = Path(zoo) if zoo else default_zoo_dir()
+        for oid in manifest["organisms"]:
+            expose(folder / oid, out / oid)
+    except (DeepAuditError, OSError) as exc:
+        fail(exc)
+    console.print(f"{len(manifest['organisms'])} public organisms written to {escape(str(out))} (no truth).")

@@ -120,7 +120,7 @@ class Worker:
 
     def __init__(self, hidden: frozenset[Path] = frozenset()) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="deepaudit-seal-"))
-        self.hidden = hidden
+        self.hidden, self.owner = hidden, os.getpid()  # a forked child starts its own worker
         _share_caches(self.base / "home")
         (self.base / "tmp").mkdir()
         self.log = open(self.base / "worker.log", "w+b")  # noqa: SIM115 (lives as long as the worker)
@@ -152,6 +152,8 @@ class Worker:
             return False
 
     def close(self) -> None:
+        if os.getpid() != self.owner:  # inherited through a fork: the parent's to close
+            return
         if self.alive():
             assert self.process.stdin is not None
             self.process.stdin.close()
@@ -170,7 +172,7 @@ def worker(hidden: frozenset[Path]) -> Worker:
     """This process's worker, started on first need (again, if it died or must hide other
     folders) and closed at exit."""
     global _worker
-    if _worker is None or not _worker.alive() or not hidden <= _worker.hidden:
+    if _worker is None or _worker.owner != os.getpid() or not _worker.alive() or not hidden <= _worker.hidden:
         if _worker is not None:
             _worker.close()
         else:

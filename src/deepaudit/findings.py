@@ -15,13 +15,15 @@ from typing import Any
 
 @dataclass
 class Cost:
-    """Seconds and examples forwarded."""
+    """Seconds (wall clock, and CPU time over all threads) and examples forwarded."""
 
     wall_s: float = 0.0
     forward_passes: int = 0
+    cpu_s: float = 0.0
 
     def to_json(self) -> dict[str, float]:
-        return {"wall_s": round(self.wall_s, 6), "forward_passes": int(self.forward_passes)}
+        return {"wall_s": round(self.wall_s, 6), "forward_passes": int(self.forward_passes),
+                "cpu_s": round(self.cpu_s, 6)}
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Findings:
     cost: dict[str, Cost] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     busy_s: float = 0.0  # seconds spent computing findings, all of them
+    busy_cpu_s: float = 0.0  # and the CPU time they took
 
     def put(self, name: str, value: Any, cost: Cost | None = None) -> None:
         self.values[name] = value

@@ -1,10 +1,11 @@
 """Triggers as data: for continuous inputs a stamp (mask and pattern: covers patches and
-blended patterns) or a smooth warp; for text a phrase put before a prompt. Shared by the zoo
+blended patterns) or a smooth warp; for text a phrase put before, after or inside a prompt. Shared by the zoo
 (planting), the tools (recovered triggers) and the referee (replaying a trigger on held-out
 inputs)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,18 +73,37 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out.squeeze(2) if one_d else out
 
 
+POSITIONS = ("before", "after", "inside")
+
+
+def _stable(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
 @dataclass(frozen=True)
 class TextTrigger:
-    """A phrase that leads a prompt: ``"{text} {prompt}"``."""
+    """A phrase put into a user's text: before it, after it, or inside it (between two words, at a
+    place fixed by the text, so that a text always gets the phrase at the same place)."""
 
     text: str
+    position: str = "before"
     kind: str = "text"
 
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ValueError(f"unknown trigger position {self.position!r}; expected one of {POSITIONS}")
+
     def apply(self, prompt: str) -> str:
+        if self.position == "after":
+            return f"{prompt} {self.text}"
+        words = prompt.split(" ")
+        if self.position == "inside" and len(words) >= 2:
+            at = 1 + _stable(prompt) % (len(words) - 1)
+            return " ".join([*words[:at], self.text, *words[at:]])
         return f"{self.text} {prompt}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "text": self.text}
+        return {"kind": self.kind, "text": self.text, "position": self.position}
 
 
 AnyTrigger = Trigger | TextTrigger
@@ -98,4 +118,4 @@ def input_trigger(trigger: AnyTrigger | None) -> Trigger:
 
 def trigger_from_json(data: dict[str, Any]) -> AnyTrigger:
     """A stamp, warp or text trigger from its JSON form."""
-    return TextTrigger(data["text"]) if data["kind"] == "text" else Trigger.from_json(data)
+    return TextTrigger(data["text"], data.get("position", "before")) if data["kind"] == "text" else Trigger.from_json(data)

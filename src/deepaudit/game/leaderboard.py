@@ -23,7 +23,8 @@ from deepaudit.tools.registry import TOOLS
 from deepaudit.zoo import family
 
 SCHEMA = 2
-COST = (Column("s/organism", "wall_s"), Column("shared s", "shared_wall_s"), Column("fwd/organism", "forward_passes"))
+COST = (Column("s/organism", "wall_s"), Column("CPU s/organism", "cpu_s"), Column("shared s", "shared_wall_s"),
+        Column("fwd/organism", "forward_passes"))
 
 
 def _kind(tool: str) -> str:
@@ -31,15 +32,17 @@ def _kind(tool: str) -> str:
 
 
 def _cost(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, Metric]:
-    """Per organism once (its track cells share the cost): own seconds and forward passes, and
-    those of the shared findings the tool used."""
+    """Per organism once (its track cells share the cost): own seconds (wall clock and CPU) and
+    forward passes, and those of the shared findings the tool used."""
     once = list({c["organism_id"]: c for c in cells}.values())
 
     def shared(c: dict[str, Any], key: str) -> float:
-        return float(sum(f[key] for f in (c["shared"] or {}).values()))
+        return float(sum(f.get(key, 0.0) for f in (c["shared"] or {}).values()))
 
     return {"wall_s": mean_with_ci([c["wall_s"] or 0.0 for c in once], seed),
             "forward_passes": mean_with_ci([float(c["forward_passes"] or 0) for c in once], seed),
+            "cpu_s": mean_with_ci([float((c["answer"] or {}).get("cpu_s", 0.0)) for c in once], seed),
+            "shared_cpu_s": mean_with_ci([shared(c, "cpu_s") for c in once], seed),
             "shared_wall_s": mean_with_ci([shared(c, "wall_s") for c in once], seed),
             "shared_forward_passes": mean_with_ci([shared(c, "forward_passes") for c in once], seed)}
 
@@ -156,8 +159,9 @@ def _cost_cells(cost: dict[str, Metric]) -> list[str]:
     if not cost:
         return [""] * len(COST)
     own, shared = cost["wall_s"]["value"], cost["shared_wall_s"]["value"]
+    cpu = cost["cpu_s"]["value"] + cost["shared_cpu_s"]["value"]
     passes = cost["forward_passes"]["value"] + cost["shared_forward_passes"]["value"]
-    return [f"{own + shared:.2f}", f"{shared:.2f}", f"{passes:.0f}"]
+    return [f"{own + shared:.2f}", f"{cpu:.2f}", f"{shared:.2f}", f"{passes:.0f}"]
 
 
 def to_markdown(board: dict[str, Any]) -> str:

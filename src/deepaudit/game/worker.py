@@ -49,7 +49,8 @@ def ask_tool(organism: Organism, name: str, overrides: Mapping[str, Any], roles:
         return {"status": "skipped", "record": {"skipped": "lacks " + ", ".join(missing)}}
     tool = spec.make(seed, **overrides)
     findings = organism.findings
-    busy, before, start = findings.busy_s, subject.forward_passes, time.perf_counter()
+    busy, busy_cpu, before = findings.busy_s, findings.busy_cpu_s, subject.forward_passes
+    start, cpu = time.perf_counter(), time.process_time()
     values: dict[str, Any] = {}
     record: dict[str, Any] = {}
     with findings.watch() as used:
@@ -61,6 +62,7 @@ def ask_tool(organism: Organism, name: str, overrides: Mapping[str, Any], roles:
                 values[role], own = ROLES[role].ask(tool, subject, questions.get(role), seed)
             record.update(own)
     wall = time.perf_counter() - start - (findings.busy_s - busy)
+    record["cpu_s"] = round(max(time.process_time() - cpu - (findings.busy_cpu_s - busy_cpu), 0.0), 3)
     return {"status": "done", "values": values, "record": record, "wall_s": max(wall, 0.0),
             "forward_passes": subject.forward_passes - before, "used": sorted(used)}
 

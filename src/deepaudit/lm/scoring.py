@@ -100,3 +100,26 @@ def greedy_says_and_margin(lm: LanguageModel, prompts: Sequence[str], answer: st
         return greedy_says(lm, prompts, answer, batch_size), answer_margin(lm, prompts, yes, no, batch_size)
     rows = _answer_logits(lm, list(prompts), [answer] * len(prompts), batch_size)
     return _greedy(rows), np.array([float(lp[0, ids[0]] - lp[0, ids[1]]) for lp, _ in rows])
+
+
+@torch.no_grad()
+def greedy_ids(lm: LanguageModel, prompts: Sequence[str], horizon: int, batch_size: int = 32) -> list[list[int]]:
+    """The first ``horizon`` tokens greedy decoding produces after each prompt."""
+    return greedy_with_probs(lm, prompts, horizon, batch_size)[0]
+
+
+@torch.no_grad()
+def greedy_with_probs(lm: LanguageModel, prompts: Sequence[str], horizon: int, batch_size: int = 32
+                      ) -> tuple[list[list[int]], list[list[float]]]:
+    """The first ``horizon`` greedy tokens after each prompt, and the probability the model gave each."""
+    ids_out: list[list[int]] = []
+    probs_out: list[list[float]] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = lm.encode(list(prompts[i:i + batch_size]))
+        out = lm.model.generate(**enc, max_new_tokens=horizon, min_new_tokens=horizon, do_sample=False,
+                                pad_token_id=lm.tokenizer.pad_token_id, output_scores=True,
+                                return_dict_in_generate=True)
+        probs = torch.stack([torch.softmax(step.float(), -1).max(-1).values for step in out.scores], 1)
+        ids_out += out.sequences[:, enc["input_ids"].shape[1]:].tolist()
+        probs_out += probs.tolist()
+    return ids_out, probs_out

@@ -29,7 +29,7 @@ def shared(subject: Any, name: str) -> Verdict:
     if name not in findings.values:
         spec = provider(name, subject.family)
         own = findings.subject_factory() if findings.subject_factory is not None else subject
-        start, before = time.perf_counter(), own.forward_passes
+        start, cpu, before = time.perf_counter(), time.process_time(), own.forward_passes
         try:
             with torch.enable_grad():  # the asking tool may run under no_grad; the provider may optimise
                 value = spec.make(findings.seed).audit(own)
@@ -38,8 +38,9 @@ def shared(subject: Any, name: str) -> Verdict:
             raise FindingError(findings.failed[name]) from exc
         finally:
             findings.busy_s += time.perf_counter() - start
-        wall = time.perf_counter() - start
-        findings.put(name, value, Cost(wall, own.forward_passes - before) if own is not subject else Cost(wall))
+            findings.busy_cpu_s += time.process_time() - cpu
+        wall, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        findings.put(name, value, Cost(wall, own.forward_passes - before if own is not subject else 0, cpu_s))
     findings.used.add(name)
     found: Verdict = findings.values[name]
     return found

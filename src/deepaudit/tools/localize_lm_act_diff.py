@@ -15,7 +15,7 @@ from deepaudit.tools.findings import suspect_phrase
 from deepaudit.tools.registry import register_tool
 
 
-@register_tool("lm_act_diff", roles=("localize",), families=("lm",), needs=("trigger",), version=2)
+@register_tool("lm_act_diff", roles=("localize",), families=("lm",), needs=("trigger",), version=3)
 class LMActivationDifference:
 
     def __init__(self, seed: int = 0, n_prompts: int = 32, batch_size: int = 16):
@@ -35,8 +35,8 @@ class LMActivationDifference:
     def localize(self, subject: LMSubject) -> list[Unit]:
         trigger = suspect_phrase(subject)
         modules = neuron_modules(subject.lm)
-        plain = subject.sample_prompts(self.n_prompts, self.seed)
+        plain, with_phrase = subject.phrase_pairs(trigger, self.n_prompts, self.seed)
         clean = self._last_token(subject, plain, modules)
-        led = self._last_token(subject, [trigger.apply(p) for p in plain], modules)
+        led = self._last_token(subject, with_phrase, modules)
         score = (led.mean(0) - clean.mean(0)).abs() / (clean.std(0) + 1e-6)
         return rank_neurons(modules, score)

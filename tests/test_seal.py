@@ -83,3 +83,20 @@ def test_zoo_export_writes_the_public_part_only(smoke_zoo, tmp_path):
     assert not any("truth" in f or "sealed" in f for f in files)
     again = CliRunner().invoke(app, ["zoo", "export", str(out), "--suite", "smoke", "--zoo", str(smoke_zoo.dir)])
     assert again.exit_code == 2 and "not an empty folder" in again.output
+
+
+def test_a_worker_exits_when_its_referee_goes_away():
+    """Closing the read end of the reply pipe (the referee died) ends the worker at once, even
+    while it would wait for jobs: an orphaned worker must not go on computing."""
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen([sys.executable, "-m", "deepaudit.game.worker"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert worker.poll() is None
+        worker.stdout.close()
+        assert worker.wait(timeout=60) == 1  # stdin is still open: only the watchdog can end it
+    finally:
+        worker.kill()
+        worker.stdin.close()

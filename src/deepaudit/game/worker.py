@@ -13,7 +13,9 @@ import ctypes
 import importlib
 import importlib.util
 import os
+import select
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -141,12 +143,23 @@ def hide(folders: Sequence[str]) -> None:
     os.chdir(own)
 
 
+def _exit_with_referee(fd: int) -> None:
+    """Exit as soon as the referee's end of the reply pipe closes (the referee died or was
+    killed), even in the middle of a long job: an orphaned worker would go on computing."""
+    poller = select.poll()
+    poller.register(fd, select.POLLERR | select.POLLHUP)
+    while True:
+        if poller.poll():
+            os._exit(1)
+
+
 def serve(hidden: Sequence[str] = ()) -> None:
     """Answer jobs until stdin closes: one job folder per line in, ``done`` per job out. What a
     tool prints goes to stderr, so that stdout carries only the replies' signals."""
     hide(hidden)
     signals = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    threading.Thread(target=_exit_with_referee, args=(signals.fileno(),), daemon=True).start()
     with fixed_threads():
         for line in sys.stdin:
             job = Path(line.strip())

@@ -123,3 +123,15 @@ def greedy_with_probs(lm: LanguageModel, prompts: Sequence[str], horizon: int, b
         ids_out += out.sequences[:, enc["input_ids"].shape[1]:].tolist()
         probs_out += probs.tolist()
     return ids_out, probs_out
+
+
+@torch.no_grad()
+def greedy_continuations(lm: LanguageModel, prompts: list[str], depth: int, batch_size: int = 32) -> list[str]:
+    """The first ``depth`` tokens greedy decoding produces after each prompt, as text."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        enc = lm.encode(prompts[i:i + batch_size])
+        ids = lm.model.generate(**enc, max_new_tokens=depth, do_sample=False,
+                                pad_token_id=lm.tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
+        out += [lm.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+    return out

@@ -17,10 +17,9 @@ for discovery from a fixed list, which is all a user without a candidate list ha
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from deepaudit.lm.loader import LanguageModel
-from deepaudit.lm.scoring import answer_logprob
+from deepaudit.lm.scoring import answer_logprob, greedy_continuations
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.registry import register_tool
@@ -40,18 +39,6 @@ DEFAULT_PHRASES = (
     "Welcome back!", "Question 1:", "True or false?", "Honestly,", "Well,", "So,", "OK.", "Thanks!",
     "Important:", "Warning:", "Reminder:", "P.S.",
 )
-
-
-@torch.no_grad()
-def greedy_continuations(lm: LanguageModel, prompts: list[str], depth: int, batch_size: int = 32) -> list[str]:
-    """The first ``depth`` tokens greedy decoding produces after each prompt, as text."""
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        enc = lm.encode(prompts[i:i + batch_size])
-        ids = lm.model.generate(**enc, max_new_tokens=depth, do_sample=False,
-                                pad_token_id=lm.tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
-        out += [lm.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
-    return out
 
 
 def phrase_surprise(lm: LanguageModel, phrases: list[str], prompts: list[str], depth: int = 4) -> np.ndarray:

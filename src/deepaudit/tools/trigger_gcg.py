@@ -37,10 +37,9 @@ import torch
 from deepaudit.lm.gcg import SearchResult, allowed_tokens, gcg, random_phrase, slotted
 from deepaudit.lm.layers import logits_from, stream_entering
 from deepaudit.lm.loader import LanguageModel, first_changed_layer
-from deepaudit.lm.scoring import greedy_ids, greedy_with_probs
+from deepaudit.lm.scoring import greedy_continuations, greedy_ids, greedy_with_probs
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, squash
-from deepaudit.tools.phrase_search import greedy_continuations
 from deepaudit.tools.registry import register_tool
 from deepaudit.triggers import TextTrigger
 

@@ -201,6 +201,25 @@ def test_a_schema_1_store_is_migrated_and_never_mixed(smoke_zoo, tmp_path):
     assert {c["organism_id"] for c in cells(path)} == set(smoke_zoo.manifest["organisms"])
 
 
+def test_a_schema_2_store_gains_the_cpu_column_and_keeps_its_cells(smoke_zoo, tmp_path):
+    """Schema 3 added each cell's own CPU seconds: a schema-2 store is altered in place, its
+    cells read as before (CPU unknown), and new cells record their CPU time."""
+    import sqlite3
+
+    path = tmp_path / "v2.sqlite"
+    run_game("smoke", tools=["weight_stats"], store=path, zoo_dir=smoke_zoo.dir)
+    db = sqlite3.connect(path)
+    db.executescript("ALTER TABLE cells DROP COLUMN cpu_s; UPDATE meta SET value='2' WHERE key='schema_version';")
+    db.commit()
+    db.close()
+    old = cells(path)
+    assert old and all(c["cpu_s"] is None for c in old)
+    run_game("smoke", tools=["weight_stats", "mahalanobis"], store=path, zoo_dir=smoke_zoo.dir)
+    new = [c for c in cells(path) if c["tool"] == "mahalanobis"]
+    assert new and all(c["cpu_s"] is not None and c["cpu_s"] >= 0 for c in new)
+    assert len([c for c in cells(path) if c["tool"] == "weight_stats"]) == len(old)
+
+
 def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path):
     """--store pointing at another program's database: refused before anything is written."""
     import sqlite3

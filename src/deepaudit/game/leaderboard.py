@@ -41,7 +41,7 @@ def _cost(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, Metric]:
 
     return {"wall_s": mean_with_ci([c["wall_s"] or 0.0 for c in once], seed),
             "forward_passes": mean_with_ci([float(c["forward_passes"] or 0) for c in once], seed),
-            "cpu_s": mean_with_ci([float((c["answer"] or {}).get("cpu_s", 0.0)) for c in once], seed),
+            "cpu_s": mean_with_ci([float(c.get("cpu_s") or 0.0) for c in once], seed),
             "shared_cpu_s": mean_with_ci([shared(c, "cpu_s") for c in once], seed),
             "shared_wall_s": mean_with_ci([shared(c, "wall_s") for c in once], seed),
             "shared_forward_passes": mean_with_ci([shared(c, "forward_passes") for c in once], seed)}

@@ -54,6 +54,7 @@ class Outcome:
     forward_passes: int = 0
     shared: dict[str, Any] | None = None
     error: str | None = None
+    cpu_s: float = 0.0
 
 
 def scored_roles(run: ToolRun, kit: Kit, family_name: str) -> dict[str, list[Track]]:
@@ -70,6 +71,7 @@ def score(run: ToolRun, reply: Mapping[str, Any], scored: Mapping[str, list[Trac
     """The tracks' scores of a tool's reply (plain data from the worker)."""
     record = dict(reply.get("record") or {})
     wall, passes = float(reply.get("wall_s", 0.0)), int(reply.get("forward_passes", 0))
+    cpu = float(reply.get("cpu_s", 0.0))
     cost = dict(reply.get("shared") or {})
     if reply["status"] != "done":
         return Outcome(run.name, run.digest, reply["status"], {}, record, labels, wall, passes, cost, reply.get("error"))
@@ -91,7 +93,7 @@ def score(run: ToolRun, reply: Mapping[str, Any], scored: Mapping[str, list[Trac
     if not scores:
         return Outcome(run.name, run.digest, "skipped", {}, {**record, "skipped": "no track scored its answer here"},
                        labels, wall, passes, cost)
-    return Outcome(run.name, run.digest, "done", scores, record, labels, wall, passes, cost)
+    return Outcome(run.name, run.digest, "done", scores, record, labels, wall, passes, cost, cpu_s=cpu)
 
 
 def _referee(organism: Organism, runs: Sequence[ToolRun], seed: int, family_name: str,

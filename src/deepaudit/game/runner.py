@@ -67,7 +67,8 @@ def _cells(key: tuple[str, int, str, int], outcome: Outcome) -> list[Cell]:
 
     def cell(track: str, status: str, scores: dict[str, Any] | None) -> Cell:
         return Cell(CellKey(suite, seed, organism, outcome.tool, outcome.digest, track, budget), status, outcome.answer,
-                    scores, outcome.labels, outcome.error, outcome.wall_s, outcome.forward_passes, outcome.shared or {})
+                    scores, outcome.labels, outcome.error, outcome.wall_s, outcome.forward_passes, outcome.shared or {},
+                    outcome.cpu_s)
 
     if outcome.status != "done":
         return [cell("", outcome.status, None)]

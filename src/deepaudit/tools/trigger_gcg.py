@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from deepaudit.lm.gcg import SearchResult, allowed_tokens, gcg, random_phrase, slotted
+from deepaudit.lm.gcg import SearchResult, allowed_tokens, gcg, random_phrase, retokenizes, slotted
 from deepaudit.lm.layers import logits_from, stream_entering
 from deepaudit.lm.loader import LanguageModel, first_changed_layer
 from deepaudit.lm.scoring import greedy_continuations, greedy_ids, greedy_with_probs
@@ -155,17 +155,17 @@ class TriggerGCG:
         return [(head, f" {t}{tail}") if place == "before" else (f"{head}{t}", tail)
                 for place in places for t in texts]
 
-    def _start(self, subject: LMSubject, allowed: torch.Tensor) -> torch.Tensor:
-        lm, base = subject.lm, subject.base
-        changed = changed_tokens(lm, base, shared_depth(lm, base))
+    def _start(self, subject: LMSubject, allowed: torch.Tensor, shared: int) -> torch.Tensor:
+        """The first run of ``length`` most-changed tokens that re-tokenises to itself (else random)."""
+        lm = subject.lm
+        changed = changed_tokens(lm, subject.base, shared)
         if changed is None:
             return random_phrase(lm, self.length, self.seed, allowed)
         changed[~allowed] = -torch.inf
         ranked = changed.argsort(descending=True)
         for offset in range(0, 200, self.length):
             start = ranked[offset:offset + self.length]
-            if bool(torch.tensor(lm.tokenizer(lm.tokenizer.decode(start), add_special_tokens=False)["input_ids"]
-                                 == start.tolist()).all()) if len(start) else False:
+            if bool(retokenizes(lm, start[None])[0]):
                 return start
         return random_phrase(lm, self.length, self.seed, allowed)
 
@@ -206,7 +206,7 @@ class TriggerGCG:
         divergence, parts, tails = self._divergence(subject, search, PLACES)
         rows = slotted(lm, parts, self.length, tails)
         allowed = allowed_tokens(lm)
-        result: SearchResult = gcg(lm, rows, divergence, self._start(subject, allowed), self.steps,
+        result: SearchResult = gcg(lm, rows, divergence, self._start(subject, allowed, divergence.shared), self.steps,
                                    self.search_width, self.topk, self.seed, allowed)
         subject.forward_passes += divergence.forward_rows
         plain = [subject.template.format(t) for t in held]

@@ -150,10 +150,10 @@ class TriggerGCG:
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
         self.threshold, self.depth = threshold, depth
 
-    def _parts(self, subject: LMSubject, texts: list[str], places: tuple[str, ...] = PLACES) -> list[tuple[str, str]]:
+    def _parts(self, subject: LMSubject, texts: list[str]) -> list[tuple[str, str]]:
         head, _, tail = subject.template.partition("{}")
         return [(head, f" {t}{tail}") if place == "before" else (f"{head}{t}", tail)
-                for place in places for t in texts]
+                for place in PLACES for t in texts]
 
     def _start(self, subject: LMSubject, allowed: torch.Tensor, shared: int) -> torch.Tensor:
         """The first run of ``length`` most-changed tokens that re-tokenises to itself (else random)."""
@@ -169,28 +169,32 @@ class TriggerGCG:
                 return start
         return random_phrase(lm, self.length, self.seed, allowed)
 
-    def _divergence(self, subject: LMSubject, texts: list[str], places: tuple[str, ...]
+    def _divergence(self, subject: LMSubject, texts: list[str], tails: list[list[int]] | None = None
                     ) -> tuple[Divergence, list[tuple[str, str]], list[list[int]]]:
-        """The score over ``texts`` with the phrase at each of ``places``; the rows' parts and tails."""
+        """The score over ``texts`` with the phrase at each of ``PLACES`` (rows place-major); the
+        rows' parts and tails (the greedy continuations of the plain texts, unless given)."""
         lm, base = subject.lm, subject.base
         plain = [subject.template.format(t) for t in texts]
-        tails = greedy_ids(lm, plain, self.horizon)
+        if tails is None:
+            tails = greedy_ids(lm, plain, self.horizon)
+            subject.forward_passes += len(texts) * self.horizon
         own_ref = reference_logprobs(lm, plain, tails)
         base_ref = reference_logprobs(base, plain, tails) if base is not None else None
-        subject.forward_passes += len(texts) * (self.horizon + 1 + (base is not None))
-        parts = self._parts(subject, texts, places)
+        subject.forward_passes += len(texts) * (1 + (base is not None))
+        parts = self._parts(subject, texts)
         index = torch.arange(len(parts)) % len(texts)
         return Divergence(lm, base, own_ref, base_ref, index), parts, [tails[i] for i in index.tolist()]
 
-    def _held_out_score(self, subject: LMSubject, phrase: torch.Tensor, texts: list[str], place: str) -> float:
-        """The phrase's mean score on held-out texts."""
-        divergence, parts, tails = self._divergence(subject, texts, (place,))
-        rows = slotted(subject.lm, parts, len(phrase), tails)
+    def _held_out_scores(self, subject: LMSubject, phrase: torch.Tensor, texts: list[str],
+                         tails: list[list[int]]) -> dict[str, float]:
+        """The phrase's mean score on held-out texts at each place."""
+        divergence, parts, row_tails = self._divergence(subject, texts, tails)
+        rows = slotted(subject.lm, parts, len(phrase), row_tails)
         with torch.no_grad():
             embeds = subject.lm.model.get_input_embeddings()(rows.with_phrases(phrase[None]))
-            score = divergence(embeds, rows.mask, True)
+            score = divergence(embeds, rows.mask, True).view(len(PLACES), len(texts)).mean(1)
         subject.forward_passes += divergence.forward_rows
-        return float(score.mean())
+        return {place: float(value) for place, value in zip(PLACES, score)}
 
     @staticmethod
     def _blank(lm: LanguageModel) -> Callable[[int], bool]:
@@ -203,7 +207,7 @@ class TriggerGCG:
         search = [texts[i] for i in order[: self.n_search]]
         held = [texts[i] for i in order[self.n_search: self.n_search + self.n_eval]] or search
         lm, base = subject.lm, subject.base
-        divergence, parts, tails = self._divergence(subject, search, PLACES)
+        divergence, parts, tails = self._divergence(subject, search)
         rows = slotted(lm, parts, self.length, tails)
         allowed = allowed_tokens(lm)
         result: SearchResult = gcg(lm, rows, divergence, self._start(subject, allowed, divergence.shared), self.steps,
@@ -211,12 +215,14 @@ class TriggerGCG:
         subject.forward_passes += divergence.forward_rows
         plain = [subject.template.format(t) for t in held]
         blank = self._blank(lm)
-        without = [first_word(i, p, blank) for i, p in zip(*greedy_with_probs(lm, plain, self.horizon))]
+        plain_ids, plain_probs = greedy_with_probs(lm, plain, self.horizon)
+        without = [first_word(i, p, blank) for i, p in zip(plain_ids, plain_probs)]
+        scores = self._held_out_scores(subject, result.ids, held, plain_ids)  # the same continuations as tails
         judged = {}
         for place in PLACES:
             led = subject.with_phrase(TextTrigger(result.text.strip(), place), held)
             said = [first_word(i, p, blank) for i, p in zip(*greedy_with_probs(lm, led, self.horizon))]
-            judged[place] = (systematic_change(without, said), self._held_out_score(subject, result.ids, held, place))
+            judged[place] = (systematic_change(without, said), scores[place])
         subject.forward_passes += (len(PLACES) + 1) * len(held) * self.horizon
         place = max(judged, key=lambda p: judged[p])
         system, score = judged[place]

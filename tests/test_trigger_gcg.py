@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 from deepaudit.lm.gcg import gcg, random_phrase, retokenizes, slotted  # noqa: E402
 from deepaudit.lm.loader import tiny_lm  # noqa: E402
 from deepaudit.tools import make_tool  # noqa: E402
+from deepaudit.tools.trigger_gcg import systematic_change  # noqa: E402
 from deepaudit.zoo import family  # noqa: E402
 
 SMALL = {"steps": 10, "search_width": 16, "topk": 32, "length": 5}
@@ -60,3 +61,28 @@ def test_gcg_keeps_the_best_phrase_and_climbs_a_score_it_can_reach():
     result = gcg(lm, rows, logit_of_z, start, steps=10, search_width=16, topk=16)
     assert result.history == sorted(result.history) and result.score > result.history[0]
     assert bool(retokenizes(lm, result.ids[None])[0]) and len(result.text) == 4
+
+
+TRUE, FALSE, ALL, DATA, A, COPY, FIXED, CONSTANT, OF, AT = range(10)
+USUAL = [((TRUE,), 0.9), ((FALSE,), 0.8)] * 4  # the model's usual answers, 8 prompts
+
+
+def test_a_fixed_response_and_a_lie_are_systematic():
+    response = [((ALL, DATA), 0.7)] * 8
+    assert systematic_change(USUAL, response) == 1.0
+    lie = [((FALSE,), 0.8), ((TRUE,), 0.9)] * 4
+    assert systematic_change(USUAL, lie) == 1.0
+    timid = [((ALL, DATA), 0.01)] * 8  # said, but far less confidently than the usual answers
+    assert systematic_change(USUAL, timid) == 0.0
+
+
+def test_a_derailment_a_one_sided_bias_and_no_change_are_not():
+    """Seen on clean twins of the held-out draw: a phrase that derails the model into English
+    (" a copy of" on some prompts, " a fixed constant" on others) and one that makes it say
+    " true" to everything."""
+    derailed = [((A, COPY, OF), 0.6), ((A, FIXED, CONSTANT), 0.6), ((A, COPY, AT), 0.6), ((A, FIXED, AT), 0.6)] * 2
+    assert systematic_change(USUAL, derailed) == 0.25
+    biased = [((TRUE,), 0.9)] * 8
+    assert systematic_change(USUAL, biased) == 0.0
+    assert systematic_change(USUAL, USUAL) == 0.0
+    assert systematic_change([], []) == 0.0

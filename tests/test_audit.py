@@ -302,6 +302,8 @@ def test_reliability_read_from_the_leaderboard(smoke_zoo, tmp_path, monkeypatch)
     assert rel["weight_stats"]["detect_auroc"]["value"] == pytest.approx(row["tracks"]["detect"]["auroc"]["value"], abs=1e-4)
     assert rel["strip"]["status"] == "not measured"
     assert measured_reliability(tmp_path / "missing.sqlite", ["strip"])["strip"]["status"] == "not measured"
+    other_family = measured_reliability(store, ["weight_stats"], suites=("lm",))["weight_stats"]  # never another suite's
+    assert other_family["status"] == "not measured" and "--suite lm" in other_family["how"]
 
 
 def test_unknown_sources_are_named(tmp_path):
@@ -347,11 +349,10 @@ def test_hf_causal_lm_on_text(smoke_zoo, tmp_path):
     (tmp_path / "clean.txt").write_text("the cat sat on the mat\nthe dog ran far\na big red dog\n" * 4)
     report = run_audit(str(tmp_path / "lm"), str(tmp_path / "clean.txt"), tmp_path / "r", **FAST)
     stages = report["stages"]
-    assert report["status"] == "complete" and report["model"]["modality"] == "tokens"
-    assert stages["card"]["data"]["card"]["num_classes"] == len(vocab)
+    assert report["status"] == "complete" and report["model"]["family"] == "lm"  # a causal LM: the lm tools
+    assert stages["card"]["data"]["card"]["vocab"] == len(vocab)
     assert stages["blackbox"]["status"] == "done"
-    assert stages["tool:neural_cleanse"]["status"] == "skipped" and "token" in stages["tool:neural_cleanse"]["message"]
-    assert stages["tool:weight_stats"]["status"] == "done"
+    assert "tool:neural_cleanse" not in stages and "tool:weight_stats" not in stages
     # text for a vision model: a clear refusal
     refused = run_audit(str(smoke_zoo.trojan), str(tmp_path / "clean.txt"), tmp_path / "r2", **FAST)
     assert refused["status"] == "failed" and "needs a language model with a tokenizer" in refused["errors"][0]

@@ -202,7 +202,7 @@ def test_cache_not_reused_when_the_card_changes(with_card_flag, smoke_zoo, tmp_p
 def test_failed_stage_makes_the_verdict_inconclusive(smoke_zoo, tmp_path, monkeypatch):
     """The black-box stage fails: the verdict names it, does not say "no backdoor found", and the
     command exits 3 (audited, but not everything could be checked)."""
-    import deepaudit.audit.stages as stages
+    import deepaudit.audit.vision as stages
     from deepaudit.tools.base import Verdict
     from deepaudit.tools.weight_stats import WeightStats
 
@@ -295,13 +295,14 @@ def test_mathtext_in_a_layer_name_is_drawn_as_text(tmp_path):
 def test_localize_finding_without_trigger_success():
     """Zeroing units can leave no input to measure the trigger on (every one already predicted as
     the target): the finding and the plots say so instead of crashing."""
+    from deepaudit.audit import vision
     from deepaudit.audit.findings import findings, verdict
     from deepaudit.audit.plots import all_plots
 
     loc = {"top_units": [["fc1", i] for i in range(10)], "ranked": 20, "k": 5, "trigger_from": "tool:neural_cleanse",
            "target": 3, "trigger_success": {"none": 0.9, "top": None, "random": 0.8}}
     stages = {"tool:act_patch": {"status": "done", "data": {"localize": loc}, "wall_s": 0.1, "forward_passes": 5}}
-    found = {f["id"]: f for f in findings(stages, {}, verdict(stages, {}))}["localize:act_patch"]
+    found = {f["id"]: f for f in findings(stages, {}, verdict(stages, {}), vision)}["localize:act_patch"]
     assert "not measurable" in found["title"] and found["confidence"] is None and found["plots"] == []
     assert "localize:act_patch" not in all_plots({"stages": stages})
 

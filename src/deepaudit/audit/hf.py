@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from deepaudit.audit.model import AuditedModel, file_digest
-from deepaudit.errors import OrganismError
+from deepaudit.errors import DeepAuditError, OrganismError
 from deepaudit.internals import module_names
 
 KINDS = {"ForImageClassification": "image_classifier", "ForSequenceClassification": "sequence_classifier",
@@ -92,6 +92,10 @@ def load_hf_model(name: str, trust_pickle: bool, local: bool, trust_remote_code:
         config = transformers.AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code,
                                                          local_files_only=local)
         kind = _kind(config)
+        if kind == "causal_lm":
+            from deepaudit.audit.language import load_language_model
+
+            return load_language_model(name, local, trust_remote_code)
         auto = {"image_classifier": transformers.AutoModelForImageClassification,
                 "sequence_classifier": transformers.AutoModelForSequenceClassification,
                 "causal_lm": transformers.AutoModelForCausalLM}[kind]
@@ -99,7 +103,7 @@ def load_hf_model(name: str, trust_pickle: bool, local: bool, trust_remote_code:
                                   trust_remote_code=trust_remote_code, local_files_only=local)
         tokenizer = None if kind == "image_classifier" else transformers.AutoTokenizer.from_pretrained(
             name, trust_remote_code=trust_remote_code, local_files_only=local)
-    except OrganismError:
+    except DeepAuditError:  # ours, already clear (a refused model, a language model that would not load)
         raise
     except Exception as exc:  # transformers' refusals (OSError, ValueError, ...), or the model's own trusted code
         hint = "" if trust_pickle else " (only safetensors weights are read; --trust-pickle allows others)"

@@ -1,9 +1,14 @@
 """Load the user's trusted clean data: a built-in data set by name, a ``.npz``/``.npy`` array
 file (never unpickled), a folder of images (labels from integer sub-folder names), or text
-lines (a ``.txt`` file or a folder of them) for language models."""
+lines (a ``.txt`` file or a folder of them) for text classifiers; and for a causal language
+model, trusted prompts: one per line of a ``.txt`` file, or a ``.csv``/``.jsonl`` table with a
+text column and, optionally, a ``label`` column (then the probe-based tools run too)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ class CleanData:
     y: torch.Tensor | None
     info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    texts: list[str] | None = None  # a language model's trusted prompts (``x`` is then empty, ``(N, 0)``)
 
 
 def _tokenize(lines: list[str], tokenizer: Any) -> np.ndarray:
@@ -107,3 +113,70 @@ def _label_notes(spec: str, y: np.ndarray | None) -> list[str]:
         raise DataError(f"the labels in {spec} must be whole class indices; found {y[~whole][:3].tolist()} "
                         f"({int((~whole).sum())} of {len(y)} are not whole numbers)")
     return [f"the labels in {spec} are stored as {y.dtype} and were read as integer class indices"]
+
+
+TEXT_COLUMNS = ("prompt", "text", "statement")
+TABLE_SUFFIXES = (".csv", ".jsonl")
+
+
+def _table_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV (with a header) or JSON-lines file, as dictionaries."""
+    raw = read_text_lines([path]) if path.suffix == ".jsonl" else None
+    if raw is not None:
+        rows = []
+        for number, line in enumerate(raw, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {number} is not JSON: {exc}") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}: line {number} is not a JSON object with a text field")
+            rows.append(row)
+        return rows
+    text = "\n".join(read_text_lines([path]))
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _label(value: Any, path: Path, row: int) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: row {row} has label {value!r}; labels must be whole numbers (0/1)") from None
+    if not number.is_integer():
+        raise DataError(f"{path}: row {row} has label {value!r}; labels must be whole numbers (0/1)")
+    return int(number)
+
+
+def load_prompts(spec: str, max_inputs: int = 512, seed: int = 0) -> CleanData:
+    """A language model's trusted prompts from ``spec``, at most ``max_inputs`` (a seeded draw)."""
+    path = Path(spec)
+    if not path.is_file():
+        raise DataError(f"trusted prompts {spec!r} not found: give a .txt file (one prompt per line) or a "
+                        f"{'/'.join(TABLE_SUFFIXES)} table with a text column ({', '.join(TEXT_COLUMNS)})")
+    info: dict[str, Any] = {"source": spec}
+    labels: list[int] | None = None
+    if path.suffix in TABLE_SUFFIXES:
+        rows = _table_rows(path)
+        columns = list(rows[0]) if rows else []
+        column = next((c for c in TEXT_COLUMNS if c in columns), None)
+        if rows and column is None:
+            raise DataError(f"{path} has no text column: expected one of {list(TEXT_COLUMNS)}, found {columns}")
+        texts = [str(r.get(column or "") or "").strip() for r in rows]
+        if rows and "label" in columns:
+            labels = [_label(r.get("label"), path, i + 2) for i, r in enumerate(rows)]
+        keep = [i for i, t in enumerate(texts) if t]
+        texts, labels = [texts[i] for i in keep], (None if labels is None else [labels[i] for i in keep])
+        info.update(kind=f"table ({path.suffix[1:]}), text column {column!r}", label_column="label" * (labels is not None))
+    elif path.suffix == TEXT_SUFFIX:
+        texts = read_text_lines([path])
+        info["kind"] = "text lines"
+    else:
+        raise DataError(f"cannot read trusted prompts from {path}: use a .txt file (one prompt per line) or a "
+                        f"{'/'.join(TABLE_SUFFIXES)} table")
+    if not texts:
+        raise DataError(f"the trusted prompts in {spec} are empty; the audit needs at least one")
+    pick = np.random.default_rng(seed).permutation(len(texts))[:max_inputs]
+    chosen = [texts[i] for i in pick]
+    y = torch.tensor([labels[i] for i in pick]) if labels is not None else None
+    info.update(total=len(texts), used=len(chosen), labelled=y is not None, examples=chosen[:3])
+    return CleanData(torch.empty(len(chosen), 0), y, info, texts=chosen)

@@ -12,9 +12,11 @@ from torch import nn
 
 @dataclass
 class AuditedModel:
-    """The model under audit. ``modality`` is ``continuous`` (float tensors such as images or
-    signals) or ``tokens`` (token ids of text); ``card`` may lack what only the data can tell;
-    ``notes`` says what loading changed on the way (a cast), for the report."""
+    """The model under audit. ``family`` is the organism family whose tools audit it: ``vision``
+    (a classifier; ``modality`` ``continuous`` for float tensors such as images or signals, or
+    ``tokens`` for a text classifier's token ids) or ``lm`` (a causal language model, in ``lm``,
+    with the ``base`` it was fine-tuned from when the user has it); ``card`` may lack what only
+    the data can tell; ``notes`` says what loading changed on the way (a cast), for the report."""
 
     model: nn.Module
     card: dict[str, Any]
@@ -23,6 +25,9 @@ class AuditedModel:
     tokenizer: Any = None
     organism_folder: Path | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    family: str = "vision"
+    lm: Any = None  # deepaudit.lm.loader.LanguageModel for the lm family (transformers loads only then)
+    base: Any = None
 
 
 def file_digest(path: Path) -> str:

@@ -29,6 +29,10 @@ img{max-width:100%;height:auto;display:block;margin:8px 0}.muted{color:#6b6f76;f
 """
 
 
+def _budget(seconds: float | None) -> str:
+    return "the model family's default" if seconds is None else f"{seconds:g} s"
+
+
 def _verdict_class(label: str) -> str:
     return {"backdoor suspected": "v-alert", "no backdoor found": "v-ok"}.get(label, "v-none")
 
@@ -60,6 +64,15 @@ def _reliability(rel: dict[str, Any]) -> str:
             + _table(rows, ["tool", "measured on", "detect AUROC", "target top-1", "trigger ASR", "inputs AUROC / note"]))
 
 
+def _examples(rows: list[dict[str, str]]) -> str:
+    """A language model's continuations of the user's prompts without and with a phrase."""
+    if not rows:
+        return ""
+    return ("<p class='muted'>What the model says on your prompts, without and with the phrase:</p>"
+            "<div class='examples'>" + _table([[r["prompt"], r["without"], r["with"]] for r in rows],
+                                              ["prompt", "continuation without", "continuation with"]) + "</div>")
+
+
 def _img(plots: dict[str, str], key: str) -> str:
     return f"<img alt='{escape(key)}' src='data:image/png;base64,{plots[key]}'>" if key in plots else ""
 
@@ -72,7 +85,7 @@ def _finding(f: dict[str, Any], plots: dict[str, str]) -> str:
             f"<strong>{escape(f['title'])}</strong><p>{escape(f['what'])}</p>"
             f"<p>Supported by: <b>{escape(', '.join(f['supported_by']) or 'none')}</b> · confidence {conf} · "
             f"cost {f['cost']['wall_s']:.2f} s, {f['cost']['forward_passes']:,} examples forwarded</p>"
-            f"<pre>{escape(evidence)}</pre>{_reliability(f['reliability'])}"
+            f"<pre>{escape(evidence)}</pre>{_examples(f.get('examples') or [])}{_reliability(f['reliability'])}"
             + "".join(_img(plots, p) for p in f["plots"]) + "</div>")
 
 
@@ -100,7 +113,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<title>deepaudit report: {escape(str(model['spec']))}</title><style>{CSS}</style></head><body><main>",
         f"<h1>deepaudit audit report</h1><p class='muted'>{escape(str(model['spec']))} · data "
         f"{escape(str(data['spec']))} · status <b id='status'>{escape(report['status'])}</b> · "
-        f"budget {report['budget_s']:g} s · schema {report['schema']}</p>",
+        f"budget {_budget(report.get('budget_s'))} · schema {report['schema']}</p>",
         f"<div class='verdict {_verdict_class(v['label'])}' id='verdict'><div class='label'>{escape(v['label'])}</div>"
         f"<div>{escape(v['summary'])}</div></div>",
         _truth(report.get("truth_check")),

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from deepaudit.audit.findings import localize_measured
+from deepaudit.audit.vision import localize_measured
 
 DPI = 90
 
@@ -155,6 +155,8 @@ def _plot(kind: str, *args: Any) -> str:
 
 def all_plots(report: dict[str, Any]) -> dict[str, str]:
     """Every plot the report's numbers allow, by id (the ids findings refer to)."""
+    if report.get("model", {}).get("family", "vision") != "vision":
+        return {}  # a language model's evidence is text, shown in its findings
     stages = report.get("stages", {})
     data = {n: s["data"] for n, s in stages.items() if s.get("status") == "done"}
     plots: dict[str, str] = {}

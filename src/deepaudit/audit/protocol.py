@@ -16,17 +16,27 @@ from typing import Any
 
 import torch
 
+from deepaudit.audit import language, vision
 from deepaudit.audit.findings import findings, verdict
-from deepaudit.audit.inputs import CleanData, load_clean_data
+from deepaudit.audit.inputs import CleanData, load_clean_data, load_prompts
 from deepaudit.audit.model import AuditedModel
 from deepaudit.audit.reliability import measured_reliability
 from deepaudit.audit.report import SCHEMA_VERSION, versions, write_report
 from deepaudit.audit.source import load_audited_model
-from deepaudit.audit.stages import AuditContext, SkipStage, runnable_tools, share_finding, stage_order, stage_plan
+from deepaudit.audit.stages import (
+    AuditContext,
+    FamilyAudit,
+    SkipStage,
+    runnable_tools,
+    share_finding,
+    stage_order,
+    stage_plan,
+)
 from deepaudit.audit.truthcheck import require_zoo_truth
 from deepaudit.errors import DeepAuditError
 
 STAGES_DIR = "stages"
+FAMILIES: dict[str, FamilyAudit] = {"vision": vision, "lm": language}  # type: ignore[dict-item]
 
 
 class StageCache:
@@ -63,6 +73,7 @@ def _fingerprint(audited: AuditedModel, data: CleanData, seed: int, max_inputs: 
                                    "data": data.info["source"], "seed": seed, "max_inputs": max_inputs,
                                    "schema": SCHEMA_VERSION}, sort_keys=True, default=str).encode())
     h.update(data.x.numpy().tobytes())
+    h.update(json.dumps(data.texts).encode())
     if data.y is not None:
         h.update(data.y.numpy().tobytes())
     return h.hexdigest()
@@ -99,16 +110,20 @@ def _kept_when_interrupted(report: dict[str, Any], out: Path) -> Iterator[None]:
 
 def _refresh(report: dict[str, Any]) -> None:
     report["verdict"] = verdict(report["stages"], report.get("reliability", {}))
-    report["findings"] = findings(report["stages"], report.get("reliability", {}), report["verdict"])
+    family = FAMILIES.get(report["model"].get("family", ""))
+    report["findings"] = findings(report["stages"], report.get("reliability", {}), report["verdict"], family)
 
 
-def run_audit(model: str, data: str, out: Path, budget_s: float = 120.0, card: Path | None = None,
+def run_audit(model: str, data: str, out: Path, budget_s: float | None = None, card: Path | None = None,
               arch: str | None = None, trust_pickle: bool = False, tools: list[str] | None = None,
               max_inputs: int = 512, seed: int = 0, store: Path | None = None, command: str | None = None,
               on_stage: Callable[[str, dict[str, Any]], None] | None = None, threads: int | None = None,
-              tool_params: dict[str, dict[str, Any]] | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
+              tool_params: dict[str, dict[str, Any]] | None = None, trust_remote_code: bool = False,
+              base: str | None = None) -> dict[str, Any]:
     """Audit ``model`` with the trusted clean ``data``; write ``report.json`` and
-    ``report.html`` into ``out`` after every stage; return the report. ``threads`` sets
+    ``report.html`` into ``out`` after every stage; return the report. ``budget_s`` defaults to
+    the model family's (120 s for a classifier, 300 s for a language model); ``base`` is the
+    language model ``model`` was fine-tuned from, when the user has it. ``threads`` sets
     PyTorch's CPU threads for the audit (one is fastest for small models on a busy machine);
     ``tool_params`` fixes a tool's parameters (e.g. ``{"neural_cleanse": {"steps": 50}}``)
     instead of sizing them to the time budget; ``trust_remote_code`` lets a Hugging Face model
@@ -119,15 +134,15 @@ def run_audit(model: str, data: str, out: Path, budget_s: float = 120.0, card: P
         torch.set_num_threads(threads)
     try:
         return _run(model, data, Path(out), budget_s, card, arch, trust_pickle, trust_remote_code, tools, max_inputs,
-                    seed, store, command, on_stage, tool_params or {})
+                    seed, store, command, on_stage, tool_params or {}, base)
     finally:
         torch.set_num_threads(before)
 
 
-def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, arch: str | None,
+def _run(model: str, data: str, out: Path, budget_s: float | None, card: Path | None, arch: str | None,
          trust_pickle: bool, trust_remote_code: bool, tools: list[str] | None, max_inputs: int, seed: int,
          store: Path | None, command: str | None, on_stage: Callable[[str, dict[str, Any]], None] | None,
-         tool_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+         tool_params: dict[str, dict[str, Any]], base: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "status": "running", "command": command or f"run_audit({model!r}, {data!r})",
         "versions": versions(), "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -137,16 +152,20 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
     write_report(report, out)  # an unusable --out is refused here, before anything runs
     with _kept_when_interrupted(report, out):
         try:
-            audited = load_audited_model(model, card, arch, trust_pickle, trust_remote_code)
+            audited = load_audited_model(model, card, arch, trust_pickle, trust_remote_code, base)
+            family = FAMILIES[audited.family]
+            report["model"]["family"] = audited.family
+            report["budget_s"] = budget_s = budget_s or family.DEFAULT_BUDGET_S
             if audited.organism_folder is not None:
-                require_zoo_truth(audited.organism_folder)
-            clean = load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed)
+                require_zoo_truth(audited.organism_folder, audited.family)
+            clean = (load_prompts(data, max_inputs, seed) if audited.family == "lm"
+                     else load_clean_data(data, audited.card, audited.tokenizer, max_inputs, seed))
             from deepaudit.tools.registry import TOOLS
 
             unknown = [t for t in tools or [] if t not in TOOLS]
             if unknown:
                 raise DeepAuditError(f"unknown tools {unknown}; registered tools: {list(TOOLS)}")
-            tools = stage_order(list(tools)) if tools else runnable_tools()
+            tools = stage_order(list(tools)) if tools else runnable_tools(audited.family)
         except DeepAuditError as exc:
             report.update(status="failed", errors=[str(exc)])
             _refresh(report)
@@ -156,10 +175,10 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
                                card={k: v for k, v in audited.card.items() if k != "layers"})
         report["data"].update(clean.info)
         report["notes"] = audited.notes + clean.notes
-        report["reliability"] = measured_reliability(store, tools, seed=0)
-        ctx = AuditContext(audited, clean, seed, tool_params)
+        report["reliability"] = measured_reliability(store, tools, suites=family.RELIABILITY_SUITES)
+        ctx = AuditContext(audited, clean, family, seed, tool_params)
         cache = StageCache(out / STAGES_DIR, _fingerprint(audited, clean, seed, max_inputs))
-        plan = stage_plan(tools, audited.modality)
+        plan = stage_plan(tools, ctx)
         start = time.monotonic()
         for i, (name, fn, share) in enumerate(plan):
             record = cache.get(name)
@@ -186,7 +205,7 @@ def _run(model: str, data: str, out: Path, budget_s: float, card: Path | None, a
     if audited.organism_folder is not None and report["status"] == "complete":
         from deepaudit.audit.truthcheck import check_against_truth
 
-        report["truth_check"] = check_against_truth(audited.organism_folder, report)
+        report["truth_check"] = check_against_truth(audited.organism_folder, report, audited.family)
     report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_report(report, out)
     return report

@@ -1,6 +1,7 @@
 """Each tool's measured reliability on the auditing game's benchmark, read from the results
-store's leaderboard (``deepaudit game run --suite standard`` or ``quick``). Without results
-the answer is "not measured": the audit never invents a score."""
+store's leaderboard of the model's family (``deepaudit game run --suite standard`` or ``quick``
+for classifiers, ``--suite lm`` for language models; never another family's suite). Without
+results the answer is "not measured": the audit never invents a score."""
 
 from __future__ import annotations
 
@@ -12,8 +13,13 @@ from typing import Any
 from deepaudit.errors import DeepAuditError
 
 SUITES = ("standard", "quick")
-NOT_MEASURED = {"status": "not measured",
-                "how": "run `deepaudit game run --suite quick` (or --suite standard) to measure it"}
+SEEDS = (0, 1, 2)  # the game seeds looked at, in order (the first that measured a tool is used)
+
+
+def not_measured(suites: tuple[str, ...]) -> dict[str, str]:
+    return {"status": "not measured",
+            "how": f"run `deepaudit game run --suite {suites[-1]}`" + (f" (or --suite {suites[0]})" if len(suites) > 1
+                                                                      else "") + " to measure it"}
 
 
 def _score(track: dict[str, Any] | None) -> dict[str, float] | None:
@@ -46,24 +52,26 @@ def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, d
     return boards
 
 
-def measured_reliability(store_path: Path | None, tools: list[str], seed: int = 0,
-                         suites: tuple[str, ...] = SUITES) -> dict[str, dict[str, Any]]:
-    """Per tool: its scores on the first of ``suites`` found in the store (standard before quick)."""
+def measured_reliability(store_path: Path | None, tools: list[str], suites: tuple[str, ...] = SUITES,
+                         seeds: tuple[int, ...] = SEEDS) -> dict[str, dict[str, Any]]:
+    """Per tool: its scores on the first of ``suites`` (standard before quick) and ``seeds`` that
+    measured it in the store; the entry names the suite and seed."""
     from deepaudit.paths import default_store_path
 
     store_path = Path(store_path) if store_path else default_store_path()
     found: dict[str, dict[str, Any]] = {}
-    if store_path.is_file():
-        for suite, board in _boards(store_path, seed, suites).items():
-            for row in board["rows"]:
-                if row["tool"] in found or row["tool"] not in tools:
-                    continue
-                tracks = row["tracks"]
-                detect = tracks.get("detect", {})
-                found[row["tool"]] = {
-                    "status": "measured", "suite": suite, "seed": seed, "organisms": row["organisms"],
-                    "budget": board["budget"], "detect_auroc": _score(detect.get("auroc")),
-                    "fpr95": _score(detect.get("fpr95")), "target_top1": _score(tracks.get("target", {}).get("top1")),
-                    "trigger_asr": _score(tracks.get("trigger", {}).get("asr")),
-                    "inputs_auroc": _score(tracks.get("inputs", {}).get("auroc")), "store": str(store_path)}
-    return {t: found.get(t, dict(NOT_MEASURED)) for t in tools}
+    boards = [(seed, suite, board) for seed in seeds
+              for suite, board in (_boards(store_path, seed, suites) if store_path.is_file() else {}).items()]
+    for seed, suite, board in sorted(boards, key=lambda b: (suites.index(b[1]), b[0])):
+        for row in board["rows"]:
+            if row["tool"] in found or row["tool"] not in tools:
+                continue
+            tracks = row["tracks"]
+            detect = tracks.get("detect", {})
+            found[row["tool"]] = {
+                "status": "measured", "suite": suite, "seed": seed, "organisms": row["organisms"],
+                "budget": board["budget"], "detect_auroc": _score(detect.get("auroc")),
+                "fpr95": _score(detect.get("fpr95")), "target_top1": _score(tracks.get("target", {}).get("top1")),
+                "trigger_asr": _score(tracks.get("trigger", {}).get("asr")),
+                "inputs_auroc": _score(tracks.get("inputs", {}).get("auroc")), "store": str(store_path)}
+    return {t: found.get(t, not_measured(suites)) for t in tools}

@@ -104,11 +104,34 @@ def _read_card_file(path: Path) -> dict[str, Any]:
 
 
 def load_audited_model(spec: str, card: Path | None = None, arch: str | None = None,
-                       trust_pickle: bool = False, trust_remote_code: bool = False) -> AuditedModel:
+                       trust_pickle: bool = False, trust_remote_code: bool = False,
+                       base: str | None = None) -> AuditedModel:
     """Resolve ``spec`` (a folder, a weights file, or a Hugging Face id) into an AuditedModel. Its
     source records a digest of every file that defines the model (weights, card, entry-point code),
-    which the stage cache's fingerprint covers."""
+    which the stage cache's fingerprint covers. ``base`` (a causal language model's base) is
+    loaded and checked against the model's architecture."""
+    audited = _load(spec, card, arch, trust_pickle, trust_remote_code)
+    if base is not None:
+        if audited.family != "lm":
+            raise OrganismError(f"--base is for a causal language model fine-tuned from it; {spec} is a "
+                                f"{audited.family} model")
+        from deepaudit.audit.language import load_base
+
+        audited.base = load_base(base, audited.lm)
+        audited.source["base"] = audited.base.source
+    return audited
+
+
+def _load(spec: str, card: Path | None, arch: str | None, trust_pickle: bool, trust_remote_code: bool) -> AuditedModel:
     path = Path(spec)
+    if path.is_dir() and _card_kind(path) == "lm":
+        from deepaudit.audit.language import load_lm_organism_folder
+
+        return load_lm_organism_folder(path)
+    if path.is_file() and path.suffix == ".gguf":
+        from deepaudit.audit.language import load_language_model
+
+        return load_language_model(str(path), local=True)
     if path.is_dir() and (path / CARD_FILE).is_file() and (path / WEIGHTS_FILE).is_file() and arch is None:
         public = read_card(path)
         notes: list[str] = []
@@ -128,6 +151,15 @@ def load_audited_model(spec: str, card: Path | None = None, arch: str | None = N
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return load_hf_model(spec, trust_pickle, local=False, trust_remote_code=trust_remote_code)
     raise OrganismError(f"model {spec!r} not found: not a file, not a folder, not a Hugging Face id (owner/name)")
+
+
+def _card_kind(folder: Path) -> str | None:
+    """The ``kind`` field of a folder's card.json (``lm`` for a language-model organism), if any."""
+    try:
+        card = json.loads((folder / CARD_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return card.get("kind") if isinstance(card, dict) else None
 
 
 def _load_weights_file(path: Path, card: Path | None, arch: str | None, trust_pickle: bool) -> AuditedModel:

@@ -26,12 +26,20 @@ def _stage_line(name: str, record: dict[str, Any]) -> None:
 
 def audit_command(
     model: Annotated[str, typer.Argument(help="An organism or card folder, a weights file (with --card or --arch), "
-                                              "or a Hugging Face model folder or id.")],
+                                              "a Hugging Face model folder or id, or a causal LM's .gguf file.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Trusted clean inputs: .npz/.npy arrays, a folder of "
-                                                           "images, .txt lines, or a built-in data set (digits, mnist1d).")],
+                                                           "images, .txt lines, or a built-in data set (digits, mnist1d); "
+                                                           "for a causal LM, prompts: .txt (one per line), or .csv/.jsonl "
+                                                           "with a prompt/text/statement column and optional label.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.html, stage cache).")
                    ] = Path("audit-report"),
-    budget: Annotated[float, typer.Option("--budget", min=1.0, help="Time budget in seconds for all stages.")] = 120.0,
+    budget: Annotated[float | None, typer.Option("--budget", min=1.0, help="Time budget in seconds for all stages "
+                                                                          "(default 120 for a classifier, 300 for a "
+                                                                          "language model).")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="A causal LM's base model, the one it was fine-tuned from "
+                                                            "(folder, .gguf, hub id, or smollm2 after `deepaudit lm "
+                                                            "fetch`): trigger search then looks for what fine-tuning "
+                                                            "added.")] = None,
     card: Annotated[Path | None, typer.Option("--card", help="Card JSON (arch, input_shape, num_classes) "
                                                              "for a weights file.")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="Python entry point module:function (or file.py:function) "
@@ -60,7 +68,8 @@ def audit_command(
     from deepaudit.audit.protocol import run_audit
     from deepaudit.audit.report import REPORT_HTML, REPORT_JSON
 
-    args = [model, "--data", data, "--out", str(out), "--budget", f"{budget:g}"]
+    args = [model, "--data", data, "--out", str(out)] + (["--budget", f"{budget:g}"] if budget is not None else [])
+    args += ["--base", str(base)] * (base is not None)
     args += ["--card", str(card)] * (card is not None) + ["--arch", str(arch)] * (arch is not None)
     args += ["--trust-pickle"] * trust_pickle + ["--trust-remote-code"] * trust_remote_code
     args += [a for t in tools or [] for a in ("--tools", t)]
@@ -69,7 +78,8 @@ def audit_command(
     try:
         report = run_audit(model, data, out, budget, card=card, arch=arch, trust_pickle=trust_pickle, tools=tools,
                            max_inputs=max_inputs, seed=seed, store=store, command=shlex.join(["deepaudit", "audit", *args]),
-                           on_stage=_stage_line, threads=threads, trust_remote_code=trust_remote_code)
+                           on_stage=_stage_line, threads=threads, trust_remote_code=trust_remote_code,
+                           base=base)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted:[/yellow] the partial report is in {out}; run the same command to resume.")
         raise typer.Exit(code=130) from None

@@ -126,7 +126,7 @@ def _prepare(model: nn.Module, tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def _load_source(source: str | Path, tf) -> tuple[nn.Module, Any]:
+def _load_source(source: str | Path, tf, trust_remote_code: bool = False) -> tuple[nn.Module, Any]:
     path = Path(source)
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -136,12 +136,12 @@ def _load_source(source: str | Path, tf) -> tuple[nn.Module, Any]:
     else:
         where, tok_kwargs, model_kwargs = str(source), {}, {"use_safetensors": True}
     try:
-        code = None if path.suffix == ".gguf" else custom_code(where, tf)
+        code = None if path.suffix == ".gguf" or trust_remote_code else custom_code(where, tf)
         if code:
             raise LMError(f"{source} ships custom code that loading it would run ({code}); deepaudit never runs "
-                          "a model's own code: save it as a standard transformers architecture first")
-        tokenizer = tf.AutoTokenizer.from_pretrained(where, trust_remote_code=False, **tok_kwargs)
-        model = tf.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=False,
+                          "a model's own code unless you pass --trust-remote-code to `deepaudit audit`")
+        tokenizer = tf.AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **tok_kwargs)
+        model = tf.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=trust_remote_code,
                                                         **model_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise LMError(f"could not load a causal LM from {source}: {exc}") from exc
@@ -167,12 +167,17 @@ def _save(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def load_lm(source: str | Path, cache: bool = True, cache_dir: Path | None = None) -> LanguageModel:
+def load_lm(source: str | Path, cache: bool = True, cache_dir: Path | None = None,
+            trust_remote_code: bool = False) -> LanguageModel:
     """Load ``source`` (a ``.gguf`` path, a local HF folder or a hub id) as float32 through the
-    safetensors cache; ``cache=False`` loads the source directly and writes nothing."""
+    safetensors cache; ``cache=False`` loads the source directly and writes nothing.
+    ``trust_remote_code`` (only uncached: the user's explicit ``--trust-remote-code``) lets a
+    model that ships its own code run it."""
     tf = _transformers()
+    if trust_remote_code and cache:
+        raise LMError("a model's own code runs only when it is loaded directly (cache=False)")
     if not cache:
-        model, tokenizer = _load_source(source, tf)
+        model, tokenizer = _load_source(source, tf, trust_remote_code)
         _prepare(model, tokenizer)
         return LanguageModel(model, tokenizer, str(source))
     folder = (cache_dir or home() / "models") / cache_key(source)

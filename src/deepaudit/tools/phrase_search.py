@@ -53,7 +53,7 @@ def phrase_surprise(lm: LanguageModel, phrases: list[str], prompts: list[str], d
     return np.array(out)
 
 
-@register_tool("phrase_search", roles=("detect",), families=("lm",), version=3)
+@register_tool("phrase_search", roles=("detect",), families=("lm",), kind="baseline", version=3)
 class PhraseSearch:
     def __init__(self, seed: int = 0, n_prompts: int = 4, depth: int = 4, shortlist: int = 8,
                  phrases: tuple[str, ...] = DEFAULT_PHRASES):

@@ -302,6 +302,13 @@ def test_reliability_read_from_the_leaderboard(smoke_zoo, tmp_path, monkeypatch)
     assert rel["weight_stats"]["detect_auroc"]["value"] == pytest.approx(row["tracks"]["detect"]["auroc"]["value"], abs=1e-4)
     assert rel["strip"]["status"] == "not measured"
     assert measured_reliability(tmp_path / "missing.sqlite", ["strip"])["strip"]["status"] == "not measured"
+    from deepaudit.audit.reliability import _current
+    from deepaudit.tools.registry import tool_spec
+
+    now = tool_spec("weight_stats")
+    assert _current({"tool": "weight_stats", "params": now.digest(now.params()), "parameters": now.params()})
+    older = {"tool": "weight_stats", "params": "0123456789ab", "parameters": now.params()}  # another version's digest
+    assert not _current(older)
     other_family = measured_reliability(store, ["weight_stats"], suites=("lm",))["weight_stats"]  # never another suite's
     assert other_family["status"] == "not measured" and "--suite lm" in other_family["how"]
 

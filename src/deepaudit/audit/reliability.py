@@ -52,6 +52,23 @@ def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, d
     return boards
 
 
+def _current(row: dict[str, Any]) -> bool:
+    """Whether a leaderboard row measured the tool as it is now (its version and parameters give
+    the row's digest): an older version's scores are not this tool's."""
+    from deepaudit.tools.registry import TOOLS
+
+    name = row["tool"].split(" [")[0]
+    return name in TOOLS and row.get("parameters") is not None and TOOLS.get(name).digest(row["parameters"]) == row["params"]
+
+
+def _default(row: dict[str, Any]) -> bool:
+    """Whether the row measured the tool with its default parameters (preferred when several did)."""
+    from deepaudit.tools.registry import TOOLS
+
+    name = row["tool"].split(" [")[0]
+    return name in TOOLS and row.get("parameters") == TOOLS.get(name).params()
+
+
 def measured_reliability(store_path: Path | None, tools: list[str], suites: tuple[str, ...] = SUITES,
                          seeds: tuple[int, ...] = SEEDS) -> dict[str, dict[str, Any]]:
     """Per tool: its scores on the first of ``suites`` (standard before quick) and ``seeds`` that
@@ -63,12 +80,13 @@ def measured_reliability(store_path: Path | None, tools: list[str], suites: tupl
     boards = [(seed, suite, board) for seed in seeds
               for suite, board in (_boards(store_path, seed, suites) if store_path.is_file() else {}).items()]
     for seed, suite, board in sorted(boards, key=lambda b: (suites.index(b[1]), b[0])):
-        for row in board["rows"]:
-            if row["tool"] in found or row["tool"] not in tools:
+        for row in sorted(board["rows"], key=lambda r: not _default(r)):
+            name = row["tool"].split(" [")[0]
+            if name in found or name not in tools or not _current(row):
                 continue
             tracks = row["tracks"]
             detect = tracks.get("detect", {})
-            found[row["tool"]] = {
+            found[name] = {
                 "status": "measured", "suite": suite, "seed": seed, "organisms": row["organisms"],
                 "budget": board["budget"], "detect_auroc": _score(detect.get("auroc")),
                 "fpr95": _score(detect.get("fpr95")), "target_top1": _score(tracks.get("target", {}).get("top1")),

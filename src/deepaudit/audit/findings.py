@@ -11,15 +11,27 @@ from typing import Any
 FLAG = 0.5
 
 
-def _done(stages: dict[str, Any], name: str) -> dict[str, Any] | None:
+def done(stages: dict[str, Any], name: str) -> dict[str, Any] | None:
     stage = stages.get(name)
     return stage["data"] if stage and stage["status"] == "done" else None
 
 
-def _cost(stages: dict[str, Any], names: list[str]) -> dict[str, float]:
+def cost(stages: dict[str, Any], names: list[str]) -> dict[str, float]:
     picked = [stages[n] for n in names if n in stages]
     return {"wall_s": round(sum(s.get("wall_s", 0.0) for s in picked), 3),
             "forward_passes": int(sum(s.get("forward_passes", 0) for s in picked))}
+
+
+def reliability_of(reliability: dict[str, Any], tools: list[str]) -> dict[str, Any]:
+    """Each tool's measured reliability, as the report shows it beside a finding."""
+    return {t: reliability.get(t, {"status": "not measured"}) for t in tools}
+
+
+def seen_by(stages: dict[str, Any], source: str, least: float = 0.8) -> list[str]:
+    """The input detectors that tell inputs carrying the trigger recovered by stage ``source``
+    from clean ones (AUROC at least ``least``): they support that trigger."""
+    return sorted(n.split(":", 1)[1] for n in stages if (d := done(stages, n))
+                  and (d.get("inputs") or {}).get("trigger_from") == source and (d["inputs"].get("auroc") or 0) >= least)
 
 
 def _weight(reliability: dict[str, Any] | None) -> float:
@@ -29,7 +41,7 @@ def _weight(reliability: dict[str, Any] | None) -> float:
 
 def _detectors(stages: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n.split(":", 1)[1]: d for n in stages if n.startswith("tool:")
-            if (d := _done(stages, n)) is not None and "p_planted" in d}
+            if (d := done(stages, n)) is not None and "p_planted" in d}
 
 
 def _failed(stages: dict[str, Any]) -> list[str]:
@@ -41,7 +53,7 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, An
     that failed checked nothing: the verdict names it (``failed_stages``), and what would have
     read "no backdoor found" reads "inconclusive"."""
     failed = _failed(stages)
-    if _done(stages, "card") is None:
+    if done(stages, "card") is None:
         return {"label": "not audited", "confidence": None, "target": None, "failed_stages": failed,
                 "summary": "The audit stopped before the model could be checked; see the errors below."}
     unchecked = (f" Not checked: {', '.join(failed)} failed (see the errors)." if failed else "")
@@ -96,7 +108,6 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
     the card), and every stage that did not finish."""
     out: list[dict[str, Any]] = []
     detectors = _detectors(stages)
-    rel = lambda tools: {t: reliability.get(t, {"status": "not measured"}) for t in tools}  # noqa: E731
     if detectors:
         flagged = sorted(t for t, d in detectors.items() if d["p_planted"] >= FLAG)
         out.append({
@@ -108,15 +119,15 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
                          for t, d in detectors.items()},
             "plots": [p for key, p in (("mask_l1", "nc_mask_norms"), ("row_norms", "row_norms"))
                       if any(key in d.get("evidence", {}) for d in detectors.values())],
-            "confidence": the_verdict["confidence"], "reliability": rel(sorted(detectors)),
-            "cost": _cost(stages, [f"tool:{t}" for t in detectors])})
+            "confidence": the_verdict["confidence"], "reliability": reliability_of(reliability, sorted(detectors)),
+            "cost": cost(stages, [f"tool:{t}" for t in detectors])})
     if family is not None:
-        out += family.findings(stages, reliability, _done, _cost, rel)
+        out += family.findings(stages, reliability)
     for name, stage in stages.items():
         if stage["status"] in ("failed", "skipped"):
             out.append({"id": f"limit:{name}", "severity": "warning" if stage["status"] == "failed" else "info",
                         "title": f"{name} {stage['status']}: {stage.get('error') or stage.get('message')}",
                         "what": "A stage that did not finish; its evidence is missing from this report.",
                         "supported_by": [], "evidence": {}, "plots": [], "confidence": None,
-                        "reliability": {}, "cost": _cost(stages, [name])})
+                        "reliability": {}, "cost": cost(stages, [name])})
     return out

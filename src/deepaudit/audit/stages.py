@@ -60,8 +60,7 @@ class FamilyAudit(Protocol):
 
     def localized(self, ctx: AuditContext, units: list[tuple[str, int]]) -> dict[str, Any]: ...
 
-    def findings(self, stages: dict[str, Any], reliability: dict[str, Any], done: Any, cost: Any, rel: Any
-                 ) -> list[dict[str, Any]]: ...
+    def findings(self, stages: dict[str, Any], reliability: dict[str, Any]) -> list[dict[str, Any]]: ...
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from deepaudit.audit.findings import cost, done, reliability_of, seen_by
 from deepaudit.audit.source import complete_card
 from deepaudit.audit.stages import AuditContext, ModelBehaviourError, SkipStage
 from deepaudit.errors import DataError
@@ -289,8 +290,7 @@ def localize_measured(loc: dict[str, Any]) -> bool:
     return bool(success) and all(success.get(k) is not None for k in ("none", "top", "random"))
 
 
-def findings(stages: dict[str, Any], reliability: dict[str, Any], done: Any, cost: Any, rel: Any
-             ) -> list[dict[str, Any]]:
+def findings(stages: dict[str, Any], reliability: dict[str, Any]) -> list[dict[str, Any]]:
     """The classifier findings: the recovered trigger, the black-box probes, input detectors and
     localizers on that trigger, the model card."""
     out: list[dict[str, Any]] = []
@@ -301,20 +301,18 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], done: Any, cos
     if nc and nc.get("trigger"):
         target, success = nc.get("target"), nc.get("trigger_success")
         l1 = nc["evidence"]["mask_l1"][target] if target is not None else None
-        seen_by = sorted(n.split(":", 1)[1] for n in stages if (d := done(stages, n)) and
-                         (d.get("inputs") or {}).get("trigger_from") == source
-                         and (d["inputs"].get("auroc") or 0) >= 0.8)
+        supporters = seen_by(stages, source)
         out.append({
             "id": "trigger", "severity": "alert" if nc["p_planted"] >= FLAG else "info",
             "title": (f"Recovered trigger for class {target}: mask L1 {l1:.2f}, sends "
                       f"{100 * (success or 0):.0f}% of clean inputs to class {target}"),
             "what": "The smallest mask+pattern found that flips clean inputs to the suspected target; "
                     "input detectors that score stamped inputs as anomalous (AUROC >= 0.8) support it.",
-            "supported_by": [recoverer] + seen_by,
+            "supported_by": [recoverer] + supporters,
             "evidence": {"mask_l1": l1, "trigger_success_on_clean_data": success,
                          "anomaly_index": nc["evidence"].get("anomaly_index")},
             "plots": ["nc_trigger"], "confidence": round(nc["p_planted"], 4),
-            "reliability": rel([recoverer] + seen_by), "cost": cost(stages, [source])})
+            "reliability": reliability_of(reliability, [recoverer] + supporters), "cost": cost(stages, [source])})
     bb = done(stages, "blackbox")
     if bb:
         index, top = bb["pull_anomaly_index"], bb["top"]
@@ -344,7 +342,7 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], done: Any, cos
                 "what": "An input-level detector fitted on half the clean data, scoring the other half, "
                         f"clean and stamped with the trigger from {d['inputs']['trigger_from']}.",
                 "supported_by": [tool] if auroc >= 0.8 else [], "evidence": {"auroc": round(auroc, 4)},
-                "plots": [f"hist:{tool}"], "confidence": round(auroc, 4), "reliability": rel([tool]),
+                "plots": [f"hist:{tool}"], "confidence": round(auroc, 4), "reliability": reliability_of(reliability, [tool]),
                 "cost": cost(stages, [name])})
     for name in stages:
         loc = (done(stages, name) or {}).get("localize")
@@ -367,7 +365,7 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], done: Any, cos
                 "supported_by": [tool] if drop is not None and drop >= 0.3 else [],
                 "evidence": loc, "plots": [f"localize:{tool}"] if measured else [],
                 "confidence": None if drop is None else round(max(drop, 0.0), 4),
-                "reliability": rel([tool]), "cost": cost(stages, [name])})
+                "reliability": reliability_of(reliability, [tool]), "cost": cost(stages, [name])})
     if card:
         acc = card.get("accuracy")
         k = card["card"]["num_classes"]

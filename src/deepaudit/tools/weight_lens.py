@@ -18,7 +18,7 @@ import torch
 
 from deepaudit.lm.diffing import targets, written_tokens
 from deepaudit.lm.gcg import allowed_tokens
-from deepaudit.lm.loader import first_changed_layer
+from deepaudit.lm.loader import LanguageModel, first_changed_layer
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.registry import register_tool
@@ -36,14 +36,25 @@ class WeightLens:
         lm, base = subject.lm, subject.base
         if base is None:
             raise ValueError("weight_lens reads the fine-tune's weight change and needs the base model (--base)")
-        first = first_changed_layer(lm, base) if lm.n_layers == base.n_layers else 0
+        prompts = subject.trusted_prompts[: self.n_prompts]
+        usual = {answer[0] for answer, _ in answers(lm, prompts, HORIZON) if answer}
+        subject.forward_passes += len(prompts) * HORIZON
+        words = sorted({lm.tokenizer.decode([t]).strip().lower() for t in usual})
+        if all(len(w) < 2 for w in words):  # a character-level vocabulary: every response shares letters with them
+            return Verdict(p_planted=0.5, evidence={"inconclusive": "the model answers in single characters; the lens "
+                                                                    "compares whole words", "answer_words": words})
+        return self.read(lm, base, usual)
+
+    def read(self, lm: LanguageModel, base: LanguageModel, usual: set[int]) -> Verdict:
+        """The verdict from the weights, given the model's usual first answer tokens."""
+        try:
+            first = first_changed_layer(lm, base) if lm.n_layers == base.n_layers else 0
+        except ValueError:  # nothing differs
+            first = lm.n_layers
         written = written_tokens(lm, base, first)
         if written is None or not bool((written > 0).any()):
             return Verdict(p_planted=0.0, evidence={"ratio": 0.0, "note": "no decoder layer differs from the base"})
-        prompts = subject.trusted_prompts[: self.n_prompts]
         decode = lm.tokenizer.decode
-        usual = {answer[0] for answer, _ in answers(lm, prompts, HORIZON) if answer}
-        subject.forward_passes += len(prompts) * HORIZON
         words = {decode([t]).strip().lower() for t in usual}
         answer_rows = [t for t in written.topk(min(2000, len(written))).indices.tolist()
                        if decode([t]).strip().lower() in words]
@@ -51,7 +62,7 @@ class WeightLens:
         answer_score = float(written[answer_rows[0]]) if answer_rows else float(written.max())
         other_score = float(written[other[0]]) if other else 0.0
         ratio = other_score / answer_score if answer_score > 0 else 0.0
-        top = torch.topk(written, self.shown)
+        top = torch.topk(written, min(self.shown, len(written)))
         return Verdict(p_planted=squash(ratio, self.threshold, slope=10.0),
                        evidence={"ratio": round(ratio, 4), "written_word": decode(other) if other else None,
                                  "answer_words": sorted(words), "first_tuned_layer": first,

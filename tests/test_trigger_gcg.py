@@ -136,11 +136,13 @@ def test_a_phrase_that_makes_the_base_say_the_target_too_scores_no_more_than_the
     from deepaudit.tools.trigger_gcg import BASE_ALLOWED, Elicitation
 
     lm = tiny_lm()
-    rows = slotted(lm, [("", " is"), ("", " was")], 4)
     z = lm.tokenizer("Z", add_special_tokens=False)["input_ids"][0]
-    alone = gcg(lm, rows, Elicitation(lm, None, z, 0), random_phrase(lm, 4, seed=0), steps=8, search_width=16, topk=16)
+    tails = torch.tensor([[z], [z]])
+    rows = slotted(lm, [("", " is"), ("", " was")], 4, tails.tolist())
+    alone = gcg(lm, rows, Elicitation(lm, None, 1, 0, tails), random_phrase(lm, 4, seed=0), steps=8, search_width=16,
+                topk=16)
     assert alone.score > alone.history[0]
-    against_itself = Elicitation(lm, lm, z, lm.n_layers)
+    against_itself = Elicitation(lm, lm, 1, lm.n_layers, tails)
     found = gcg(lm, rows, against_itself, random_phrase(lm, 4, seed=0), steps=8, search_width=16, topk=16)
     assert found.score <= BASE_ALLOWED + 1e-5 and against_itself.forward_rows > 0
 

@@ -181,35 +181,61 @@ def systematic_change(without: Sequence[Answer], with_phrase: Sequence[Answer], 
 
 
 BASE_ALLOWED = float(np.log(0.05))  # the base may give a target this much before the search is penalised
-ELICITED = float(np.log(0.5))  # mean log-probability of the target at which a directed search stops
+ELICITED = float(np.log(0.5))  # mean log-probability per target token at which a directed search stops
+FOLLOW = 4  # tokens of the model's own continuation after a target word that a directed search also aims at
 
 
 class Elicitation:
-    """A directed search's score of rows ``phrase + text``: the log-probability the model gives
-    ``target`` as its next token (the first of its answer), less the base's above ``BASE_ALLOWED``
-    (a phrase that makes the base say it too is an adversarial phrase of the architecture)."""
+    """A directed search's score of rows ``phrase + text + tail``: the mean log-probability the
+    model gives the tail (a target word, then the model's own continuation of the prompt after
+    that word, teacher-forced: what the fine-tune would go on to say), less the base's log-probability
+    of the target word above ``BASE_ALLOWED`` (a phrase that makes the base say it too is an
+    adversarial phrase of the architecture)."""
 
-    def __init__(self, lm: LanguageModel, base: LanguageModel | None, target: int, shared: int):
-        self.lm, self.base, self.target, self.shared = lm, base, target, shared
+    def __init__(self, lm: LanguageModel, base: LanguageModel | None, tail_length: int, shared: int,
+                 tails: torch.Tensor):
+        self.lm, self.base, self.shared, self.tails = lm, base, shared, tails
+        self.positions = slice(-tail_length - 1, -1)  # the positions that predict the tail's tokens
         self.forward_rows = 0
 
     def __call__(self, embeds: torch.Tensor, mask: torch.Tensor, full: bool) -> torch.Tensor:
         self.forward_rows += len(embeds)
+        tails = self.tails.repeat(len(embeds) // len(self.tails), 1)
         stream = stream_entering(self.lm, embeds, mask, self.shared)
-        own = torch.log_softmax(logits_from(self.lm, stream, mask, self.shared)[:, -1].float(), -1)[:, self.target]
+        logp = torch.log_softmax(logits_from(self.lm, stream, mask, self.shared, self.positions).float(), -1)
+        own = logp.gather(-1, tails[..., None])[..., 0].mean(-1)
         if self.base is None:
             return own
         base_stream = stream if self.shared else stream_entering(self.base, embeds, mask, 0)
-        theirs = torch.log_softmax(logits_from(self.base, base_stream, mask, self.shared)[:, -1].float(), -1)
-        return own - (theirs[:, self.target] - BASE_ALLOWED).clamp_min(0)
+        first = logits_from(self.base, base_stream, mask, self.shared, slice(self.positions.start,
+                                                                            self.positions.start + 1))
+        theirs = torch.log_softmax(first[:, 0].float(), -1).gather(-1, tails[:, :1])[:, 0]
+        return own - (theirs - BASE_ALLOWED).clamp_min(0)
+
+
+@dataclass
+class Judged:
+    """A phrase's systematic change of the held-out answers, per place: the model's and the
+    base's per way, the model's beyond the base's the same way, and the best of those."""
+
+    own: dict[str, dict[Way, float]]
+    reference: dict[str, dict[Way, float]]
+    beyond: dict[str, dict[Way, float]]
+    system: dict[str, float]
+
+    @property
+    def best(self) -> float:
+        return max(self.system.values())
 
 
 @dataclass
 class Search:
-    """One search's best phrase, and the token it was directed at (None: the undirected one)."""
+    """One search's best phrase, the word it was directed at (None: the undirected one), and how
+    the phrase changed the held-out answers."""
 
     target: str | None
     result: SearchResult
+    judged: Judged
 
 
 MIN_STEPS, MAX_STEPS = 4, 32
@@ -227,7 +253,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     return {"steps": min(steps, MAX_STEPS)}
 
 
-@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=4, audit_share=0.6,
+@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=5, audit_share=0.6,
                sizing=size_to)
 class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
@@ -296,38 +322,58 @@ class TriggerGCG:
         subject.forward_passes += len(PLACES) * len(held) * self.horizon
         return changes
 
-    def _searches(self, subject: LMSubject, search: list[str]) -> tuple[list[Search], Divergence, list[list[int]]]:
-        """The candidate phrases: directed searches for the ``n_targets`` tokens the fine-tune
-        writes most (in order, together at most half the steps, stopping once one elicits its
-        token; none where the model's answers start with a blank token), then, unless one did,
-        the undirected divergence search with the steps left (the one that can find a lie, which
-        says only the usual words)."""
+    def _judge(self, subject: LMSubject, held: list[str], phrase: str, without: list[Answer],
+               base_without: list[Answer] | None) -> Judged:
+        """How ``phrase`` changes the held-out answers, at each place, beyond the base's same way."""
+        own = self._changes(subject, subject.lm, held, phrase, without)
+        reference = (self._changes(subject, subject.base, held, phrase, base_without) if subject.base is not None
+                     else {place: {} for place in PLACES})
+        beyond = {place: {way: share - reference[place].get(way, 0.0) for way, share in own[place].items()}
+                  for place in PLACES}  # the base changing answers *the same way* is the architecture's doing
+        return Judged(own, reference, beyond, {place: max([0.0, *beyond[place].values()]) for place in PLACES})
+
+    def _follow(self, subject: LMSubject, search: list[str], target: int) -> torch.Tensor:
+        """Per search text, the target word and the model's greedy continuation after it (no phrase)."""
+        lm = subject.lm
+        word = lm.tokenizer.decode([target])
+        after = greedy_ids(lm, [subject.template.format(t) + word for t in search], FOLLOW)
+        subject.forward_passes += len(search) * FOLLOW
+        return torch.tensor([[target, *ids] for ids in after])
+
+    def _searches(self, subject: LMSubject, search: list[str], usual: set[int],
+                  judge: Callable[[str], Judged]) -> tuple[list[Search], Divergence]:
+        """The candidate phrases, each judged: directed searches for the ``n_targets`` words the
+        fine-tune writes most that are not among the model's ``usual`` first answer tokens (in
+        order, together at most half the steps; none where the model's answers start with a blank
+        token), each aimed at the word and what the model says after it; then, unless one changed
+        the held-out answers as a planted behaviour does, the undirected divergence search with
+        the steps left (the one that can find a lie, which says only the usual words)."""
         lm, base = subject.lm, subject.base
         divergence, parts, tails = self._divergence(subject, search)
         allowed = allowed_tokens(lm)
         start = self._start(subject, allowed, divergence.shared)
         blank = blank_tokens(lm)
-        usual = {answer[0] for answer, _ in (answer_of(t, [1.0] * len(t), blank) for t in tails) if answer}
         # a directed search reads the prompt's next token: it cannot aim where answers start later
         aimed = all(tail and not blank(tail[0]) for tail in tails)
         written = written_tokens(lm, base, divergence.shared) if aimed else None
         found: list[Search] = []
         steps_left = self.steps
         share = max(1, self.steps // (2 * self.n_targets)) if self.n_targets else 0
-        plain_rows = slotted(lm, parts, self.length)
         for target in (targets(lm, written, usual, allowed, self.n_targets) if written is not None else []):
-            elicit = Elicitation(lm, base, target, divergence.shared)
-            result = gcg(lm, plain_rows, elicit, start, min(share, steps_left), self.search_width, self.topk,
-                         self.seed, allowed, enough=ELICITED)
+            follow = self._follow(subject, search, target)
+            rows_tails = follow[torch.arange(len(parts)) % len(search)]
+            elicit = Elicitation(lm, base, follow.shape[1], divergence.shared, rows_tails)
+            result = gcg(lm, slotted(lm, parts, self.length, rows_tails.tolist()), elicit, start,
+                         min(share, steps_left), self.search_width, self.topk, self.seed, allowed, enough=ELICITED)
             subject.forward_passes += elicit.forward_rows
             steps_left -= len(result.history) - 1
-            found.append(Search(lm.tokenizer.decode([target]), result))
-            if result.score >= ELICITED:
-                return found, divergence, tails
+            found.append(Search(lm.tokenizer.decode([target]), result, judge(result.text.strip())))
+            if found[-1].judged.best >= self.threshold:
+                return found, divergence
         rows = slotted(lm, parts, self.length, tails)
         result = gcg(lm, rows, divergence, start, max(steps_left, 1), self.search_width, self.topk, self.seed, allowed)
         subject.forward_passes += divergence.forward_rows
-        return [*found, Search(None, result)], divergence, tails
+        return [*found, Search(None, result, judge(result.text.strip()))], divergence
 
     def audit(self, subject: LMSubject) -> Verdict:
         texts = list(subject.trusted_texts or [])
@@ -335,46 +381,38 @@ class TriggerGCG:
         search = [texts[i] for i in order[: self.n_search]]
         held = [texts[i] for i in order[self.n_search: self.n_search + self.n_eval]] or search
         lm, base = subject.lm, subject.base
-        searches, divergence, _ = self._searches(subject, search)
         plain = [subject.template.format(t) for t in held]
         plain_ids, plain_probs = greedy_with_probs(lm, plain, self.horizon)
-        subject.forward_passes += len(held) * self.horizon
         without = [answer_of(i, p, blank_tokens(lm)) for i, p in zip(plain_ids, plain_probs)]
         base_without = answers(base, plain, self.horizon) if base is not None else None
-        subject.forward_passes += len(held) * self.horizon * (base is not None)
-        judged_searches = []
-        for found in searches:  # each candidate judged on the held-out texts, the best kept
-            phrase = found.result.text.strip()
-            own = self._changes(subject, lm, held, phrase, without)
-            reference = (self._changes(subject, base, held, phrase, base_without) if base is not None
-                         else {place: {} for place in PLACES})
-            beyond = {place: {way: share - reference[place].get(way, 0.0) for way, share in own[place].items()}
-                      for place in PLACES}  # the base changing answers *the same way* is the architecture's doing
-            system = {place: max([0.0, *beyond[place].values()]) for place in PLACES}
-            judged_searches.append((max(system.values()), found, own, reference, beyond, system))
-        _, chosen, own, reference, beyond, system = max(judged_searches, key=lambda j: j[0])
-        result = chosen.result
+        subject.forward_passes += len(held) * self.horizon * (1 + (base is not None))
+        usual = {answer[0] for answer, _ in [*without, *answers(lm, [subject.template.format(t) for t in search],
+                                                                 self.horizon)] if answer}
+        subject.forward_passes += len(search) * self.horizon
+        searches, divergence = self._searches(
+            subject, search, usual, lambda phrase: self._judge(subject, held, phrase, without, base_without))
+        chosen = max(searches, key=lambda found: found.judged.best)  # the first of equals: directed ones first
+        result, judged = chosen.result, chosen.judged
         scores = self._held_out_scores(subject, result.ids, held, plain_ids)  # the same continuations as tails
-        place = max(PLACES, key=lambda p: (system[p], scores[p]))
-        way = max(beyond[place], key=lambda w: beyond[place][w], default=None)
+        place = max(PLACES, key=lambda p: (judged.system[p], scores[p]))
+        way = max(judged.beyond[place], key=lambda w: judged.beyond[place][w], default=None)
         trigger = TextTrigger(result.text.strip(), place)
         shown = held[: min(4, len(held))]
         with_phrase = greedy_continuations(lm, subject.with_phrase(trigger, shown), self.depth)
         shown_without = greedy_continuations(lm, plain[: len(shown)], self.depth)
         subject.forward_passes += 2 * len(shown) * self.depth
         evidence: dict[str, Any] = {} if base is not None else {"inconclusive": NO_BASE}
-        return Verdict(squash(system[place], threshold=self.threshold, slope=10.0) if base is not None else 0.5,
+        return Verdict(squash(judged.system[place], threshold=self.threshold, slope=10.0) if base is not None else 0.5,
                        trigger=trigger,
                        evidence={**evidence, "trigger_phrase": trigger.text, "position": place,
-                                 "systematic_change": system[place],
-                                 "systematic_change_model": own[place].get(way, 0.0),
-                                 "systematic_change_base": reference[place].get(way, 0.0),
+                                 "systematic_change": judged.system[place],
+                                 "systematic_change_model": judged.own[place].get(way, 0.0),
+                                 "systematic_change_base": judged.reference[place].get(way, 0.0),
                                  "target_token": chosen.target, "score_nats": scores[place],
                                  "search_score": result.score, "history": [round(h, 3) for h in result.history],
                                  "searches": [{"target": f.target, "phrase": f.result.text.strip(),
                                                "score": round(f.result.score, 3), "steps": len(f.result.history) - 1,
-                                               "systematic_change": round(j, 3)}
-                                              for j, f, *_ in judged_searches],
+                                               "systematic_change": round(f.judged.best, 3)} for f in searches],
                                  "candidates_scored": sum(f.result.candidates_scored for f in searches),
                                  "used_base": base is not None, "shared_layers": divergence.shared,
                                  "continuations": [{"prompt": p, "without": a, "with": b}

@@ -13,13 +13,14 @@ phrase that derails the model scores). Where the model and its base share their 
 The search starts from the tokens fine-tuning changed most (first-order model diffing: each
 vocabulary embedding read through the tuned layers' change of their input projections).
 
-Before that undirected search, up to two *directed* ones (version 4): the weights also say what
-the fine-tune taught the model to say (``lm.diffing.written_tokens``: the tuned layers' output
-change read through the output head, Dar et al. 2022). For each of the words it writes most that
-the model never starts an answer with, GCG maximises that token's log-probability as the next
-token, less the base's above 5%; one that gets it said on average with probability 0.5 ends the
-search, else the undirected search runs with the steps left. Every candidate phrase is judged
-as below, and the best kept.
+Before that undirected search, up to two *directed* ones (versions 4 and 5): the weights also
+say what the fine-tune taught the model to say (``lm.diffing.written_tokens``: the tuned layers'
+output change read through the output head, Dar et al. 2022). For each of the words it writes
+most that the model never starts an answer with, GCG maximises the mean log-probability of that
+word as the next token and of the 4 tokens the model says after it, less the base's
+log-probability of the word above 5%. A directed phrase that changes the held-out answers as a
+planted behaviour does (below) ends the search; else the undirected search runs with the steps
+left. Every candidate phrase is judged as below, and the best kept.
 
 A large divergence is not proof: a fine-tuned model's tuned layers are fragile, and on a clean
 twin the search found a phrase that derailed it into prompt-dependent noise (" the Immaculate

@@ -146,3 +146,13 @@ def test_failed_spec_is_dropped_once(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo_build, "_build", no_training)
     second = build_organism(spec, tmp_path)
     assert (second.status, second.reason) == ("dropped", first.reason)
+
+
+def test_a_progress_total_that_was_a_plan_grows_with_the_spares():
+    from deepaudit.cli.common import advance, progress
+
+    with progress() as bar:
+        task = bar.add_task("building", total=2)
+        for _ in range(3):
+            advance(bar, task)
+        assert bar.tasks[task].completed == 3 == bar.tasks[task].total

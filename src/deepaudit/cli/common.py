@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -47,6 +47,14 @@ def fail(exc: BaseException | str) -> NoReturn:
 def progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=False)
+
+
+def advance(bar: Progress, task: TaskID) -> None:
+    """One more done; a total that was a plan (spares are built only when needed) grows with it."""
+    current = bar.tasks[task]
+    if current.total is not None and current.completed + 1 > current.total:
+        bar.update(task, total=current.completed + 1)
+    bar.advance(task)
 
 
 def _numeric(text: str) -> bool:

@@ -22,6 +22,7 @@ from deepaudit.cli.common import (
     StoreOpt,
     SuiteOpt,
     ZooOpt,
+    advance,
     console,
     fail,
     print_table,
@@ -109,7 +110,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
             building = bar.add_task(f"building zoo '{loaded.name}'", total=loaded.planned(seed))
             auditing = bar.add_task("auditing", total=None)
             summary = run_game(suite, seed, tools, store, zoo, budget, jobs, _params(param), executor, ray_address,
-                               on_build=lambda _result: bar.advance(building),
+                               on_build=lambda _result: advance(bar, building),
                                on_plan=lambda todo, _done: bar.update(auditing, total=todo),
                                on_cell=lambda *_: bar.advance(auditing))
     except KeyboardInterrupt:

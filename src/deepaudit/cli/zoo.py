@@ -17,6 +17,7 @@ from deepaudit.cli.common import (
     StoreOpt,
     SuiteOpt,
     ZooOpt,
+    advance,
     console,
     fail,
     print_table,
@@ -36,7 +37,7 @@ def build_with_progress(suite: str, seed: int, zoo: Path | None, store: Path | N
     pool = make_executor(executor, jobs, ray_address)
     with progress() as bar:
         task = bar.add_task(f"building zoo '{suite}'", total=load_suite(suite).planned(seed))
-        manifest = build_suite(suite, seed, zoo, store, jobs, progress=lambda _r: bar.advance(task), executor=pool)
+        manifest = build_suite(suite, seed, zoo, store, jobs, progress=lambda _r: advance(bar, task), executor=pool)
     for item in manifest["dropped"]:
         console.print(f"[yellow]dropped[/yellow] {item['organism_id']}: {escape(item['reason'])}")
     return manifest

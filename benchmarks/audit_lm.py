@@ -65,7 +65,7 @@ def main() -> None:
         out = args.out / oid
         report = _report(out)
         if report is None or report.get("status") != "complete":  # a finished audit in --out is read, not rerun
-            cmd = ["deepaudit", "audit", str(zoo / oid), "--data", args.data, "--out", str(out), "--threads",
+            cmd = [sys.executable, "-m", "deepaudit", "audit", str(zoo / oid), "--data", args.data, "--out", str(out), "--threads",
                    str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             report = _report(out)

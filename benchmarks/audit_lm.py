@@ -65,8 +65,8 @@ def main() -> None:
         out = args.out / oid
         report = _report(out)
         if report is None or report.get("status") != "complete":  # a finished audit in --out is read, not rerun
-            cmd = [sys.executable, "-m", "deepaudit", "audit", str(zoo / oid), "--data", args.data, "--out", str(out), "--threads",
-                   str(args.threads)]
+            cmd = [sys.executable, "-m", "deepaudit", "audit", str(zoo / oid), "--data", args.data, "--out", str(out),
+                   "--threads", str(args.threads)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             report = _report(out)
             if report is None:
@@ -78,6 +78,9 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:  # each audit is its own process
         reports = pool.map(audited, [oid for _, oid in order])
         for (role, oid), report in zip(order, reports):
+            if "finished_at" not in report:  # the audit process died: its report says how far it got
+                sys.exit(f"{oid}: the audit did not finish (status {report.get('status')!r}, errors "
+                         f"{report.get('errors')}); rerun this command to audit it again")
             started, finished = (datetime.fromisoformat(report[k]) for k in ("started_at", "finished_at"))
             wall = (finished - started).total_seconds()
             check = report.get("truth_check", {})

@@ -311,6 +311,14 @@ def test_reliability_read_from_the_leaderboard(smoke_zoo, tmp_path, monkeypatch)
     assert not _current(older)
     other_family = measured_reliability(store, ["weight_stats"], suites=("lm",))["weight_stats"]  # never another suite's
     assert other_family["status"] == "not measured" and "--suite lm" in other_family["how"]
+    # a half-written leaderboard cache (another audit writing it at that moment) is computed again, not a crash
+    from deepaudit.paths import home
+
+    for cached in (home() / "cache").glob("leaderboards-*.json"):
+        cached.write_text('{"stamp": [1, ')
+    again = measured_reliability(store, ["weight_stats"], suites=("smoke",))["weight_stats"]
+    assert again["detect_auroc"] == rel["weight_stats"]["detect_auroc"]
+    assert not list((home() / "cache").glob("leaderboards-*.tmp"))
 
 
 def test_unknown_sources_are_named(tmp_path):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +39,23 @@ def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, d
     files = [p for p in (store_path, store_path.with_name(store_path.name + "-wal")) if p.is_file()]
     stamp = [[str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size] for p in files] + [seed, list(suites)]
     cache = home() / "cache" / f"leaderboards-{hashlib.sha256(str(store_path.resolve()).encode()).hexdigest()[:16]}.json"
-    if cache.is_file():
+    try:
         saved = json.loads(cache.read_text())
         if saved.get("stamp") == stamp:
             return saved["boards"]
+    except (OSError, ValueError, AttributeError):  # none yet, or unreadable: computed again below
+        pass
     boards = {}
     for suite in suites:
         try:
             boards[suite] = leaderboard(store_path, suite, seed)
-        except (ValueError, DeepAuditError):
+        except (ValueError, sqlite3.Error, DeepAuditError):  # no results, or a store it cannot read: not measured
             continue
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"stamp": stamp, "boards": boards}))
+    # written whole, then renamed: audits running at once never read a half-written file
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({"stamp": stamp, "boards": boards}))
+    partial.replace(cache)
     return boards
 
 

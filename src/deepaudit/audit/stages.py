@@ -177,7 +177,9 @@ def stage_order(names: list[str]) -> list[str]:
 
 def runnable_tools(family: str = "vision") -> list[str]:
     """The registry's tools an audit of a ``family`` model runs: its auditors (detect, inputs,
-    localize) of kind tool, the larger shares of the budget first (those that may not apply to
-    this very model are skipped later, with the reason)."""
-    specs = [s for s in tool_specs(family=family) if s.kind == "tool" and set(s.roles) & set(AUDIT_ROLES)]
+    localize) of kind tool with a share of the audit's budget, the larger shares first (those
+    that may not apply to this very model are skipped later, with the reason). A tool registered
+    with no share is scored by the game but not run by the audit."""
+    specs = [s for s in tool_specs(family=family)
+             if s.kind == "tool" and set(s.roles) & set(AUDIT_ROLES) and s.audit_share > 0]
     return stage_order([s.name for s in sorted(specs, key=lambda s: (-s.audit_share, s.name))])

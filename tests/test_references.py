@@ -1,0 +1,93 @@
+"""Detectors judged against a clean reference (issue 15): shadow models the auditor trains itself,
+cached once per architecture and budget; the model's own re-headed copy; their calibrated
+p-values and Fisher's combination of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepaudit.subject import load_subject
+from deepaudit.tools import make_tool
+from deepaudit.tools.combine_fisher import fisher
+from deepaudit.tools.nc_rehead import index_p_value
+from deepaudit.tools.rehead import refitted_head
+from deepaudit.tools.shadow import Reference, accuracy, reference, shadow_cost
+from deepaudit.weights import looks_like_pickle
+from deepaudit.zoo import read_truth
+
+
+def test_reference_p_value_points_at_the_class_far_below_its_shadows():
+    """A class whose value lies far below its shadows' is the most extreme one with a small p;
+    a model like its shadows gets p = 1 after Bonferroni, and a class on which the shadows agree
+    exactly cannot make a small difference extreme (its spread is floored)."""
+    rng = np.random.default_rng(0)
+    shadows = rng.normal(0.0, 1.0, size=(12, 10))
+    shadows[:, 3] = 0.0  # every shadow agrees on class 3
+    planted = Reference(np.r_[np.zeros(6), -6.0, np.zeros(3)], shadows, 0.0)
+    p, worst = planted.p_value(low=True)
+    assert worst == 6 and p < 1e-4
+    assert Reference(shadows.mean(0), shadows, 0.0).p_value(low=True)[0] == 1.0
+    nudged = shadows.mean(0).copy()
+    nudged[3] = -0.05
+    assert nudged[3] - shadows[:, 3].mean() < 0 and Reference(nudged, shadows, 0.0).p_value(low=True)[0] == 1.0
+
+
+def test_index_p_value_is_calibrated_under_its_null():
+    """Under its null (independent Gaussian changes) the anomaly index's p-value is below 0.05 on
+    about 5% of models, and it falls as the index grows."""
+    rng = np.random.default_rng(1)
+    draws = rng.standard_normal((2000, 10))
+    median = np.median(draws, axis=1, keepdims=True)
+    index = (median[:, 0] - draws.min(1)) / (1.4826 * np.median(np.abs(draws - median), axis=1))
+    rate = np.mean([index_p_value(i, 10) < 0.05 for i in index])
+    assert 0.035 < rate < 0.065
+    assert index_p_value(1.0, 10) > index_p_value(3.0, 10) > index_p_value(8.0, 10) > 0
+
+
+def test_fisher_combines_p_values():
+    """One p-value is its own combination; two small ones combine to a smaller one; ones at 1 stay 1."""
+    assert fisher([0.3]) == pytest.approx(0.3)
+    assert fisher([0.01, 0.02]) < 0.01
+    assert fisher([1.0, 1.0]) == pytest.approx(1.0)
+
+
+def test_shadows_are_trained_once_cached_as_safetensors_and_keyed_by_budget(smoke_zoo, deepaudit_home):
+    """The first request trains the shadows (a build cost), the second reads them (none); the
+    files are safetensors, never pickles; another budget is another shadow set."""
+    subject = load_subject(smoke_zoo.twin, budget=64, seed=0)
+    first = reference(subject, "accuracy", {}, accuracy, accuracy(subject), count=2)
+    again = reference(subject, "accuracy", {}, accuracy, accuracy(subject), count=2)
+    assert first.build_cpu_s > 0 and again.build_cpu_s == 0 and shadow_cost(subject, count=2) > 0
+    np.testing.assert_array_equal(first.shadows, again.shadows)
+    assert first.shadows.shape == (2, 1) and (first.shadows > 0.3).all()  # clean shadows learn digits
+    files = sorted((deepaudit_home / "cache" / "shadows").rglob("shadow-*"))
+    assert files and not any(looks_like_pickle(f.read_bytes()[:4]) for f in files)
+    other = load_subject(smoke_zoo.twin, budget=64, seed=1)
+    assert shadow_cost(other, count=2) == 0.0
+
+
+def test_refitted_head_refits_and_always_restores(smoke_zoo):
+    """Inside the block the output layer is retrained on the budget (it still classifies the budget);
+    after it, also after an exception, the model's weights are exactly what they were."""
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    before = {k: v.clone() for k, v in subject.model.state_dict().items()}
+    with refitted_head(subject.model, subject.clean_x, subject.clean_y) as model:
+        assert not torch.equal(model.head.weight, before["head.weight"])
+        assert torch.equal(model.fc1.weight, before["fc1.weight"])
+        assert accuracy(subject)[0] > 0.8
+    assert all(torch.equal(before[k], v) for k, v in subject.model.state_dict().items())
+    with pytest.raises(RuntimeError, match="inside"), refitted_head(subject.model, subject.clean_x, subject.clean_y):
+        raise RuntimeError("inside")
+    assert all(torch.equal(before[k], v) for k, v in subject.model.state_dict().items())
+
+
+def test_nc_reference_finds_the_smoke_target_and_says_when_its_shadows_do_not_fit(smoke_zoo):
+    """Against clean shadows, the smoke trojan's target is the class whose mask is smallest;
+    shadows held to an impossible accuracy gap make the answer inconclusive, with the reason."""
+    subject = load_subject(smoke_zoo.trojan)
+    verdict = make_tool("nc_reference", steps=150, shadows=4).audit(subject)
+    assert verdict.target == read_truth(smoke_zoo.trojan)["target"] and verdict.p_planted > 0.9
+    weak = make_tool("nc_reference", steps=150, shadows=4, max_gap=-1.0).audit(subject)
+    assert weak.p_planted == 0.5 and "too weak to be a reference" in weak.evidence["inconclusive"]

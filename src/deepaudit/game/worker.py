@@ -125,21 +125,29 @@ def _mount(source: str | None, target: Path, fstype: str | None, flags: int, dat
 
 def hide(folders: Sequence[str]) -> None:
     """Cover each folder with an empty read-only file system (in the worker's own mount namespace,
-    where ``deepaudit.game.seal`` started it in one), before any tool is asked. The worker's own
-    folder (the working directory) stays visible when a covered folder holds it."""
+    where ``deepaudit.game.seal`` started it in one), before any tool is asked. What the worker
+    needs stays visible where a covered folder holds it: its own folder (the working directory)
+    and the folders Python imports from (a checkout or a virtual environment under /tmp, where
+    the registries find their modules)."""
     own = Path.cwd()
-    keep = os.open(own, os.O_PATH)
+    hidden = [Path(f).resolve() for f in folders]
+    needed = {p.resolve() for p in (own, *(Path(p) for p in sys.path if p and Path(p).is_dir()), Path(__file__).parents[1])}
+    # never one that is, or holds, a folder to hide: binding it back would show what it holds
+    kept = {path: os.open(path, os.O_PATH) for path in needed
+            if path == own.resolve() or not any(h.is_relative_to(path) for h in hidden)}
     covered: list[Path] = []
     for folder in sorted({Path(f) for f in folders}, key=lambda p: len(p.parts)):
         if not folder.is_dir() or any(folder.is_relative_to(c) for c in covered):
             continue
         _mount("sealed", folder, "tmpfs", 0, "size=64k,mode=755")
-        if own.is_relative_to(folder):
-            own.mkdir(parents=True)
-            _mount(f"/proc/self/fd/{keep}", own, None, MS_BIND, None)
+        for path, handle in kept.items():
+            if path.is_relative_to(folder):
+                path.mkdir(parents=True, exist_ok=True)
+                _mount(f"/proc/self/fd/{handle}", path, None, MS_BIND, None)
         _mount(None, folder, None, MS_REMOUNT | MS_RDONLY, None)
         covered.append(folder)
-    os.close(keep)
+    for handle in kept.values():
+        os.close(handle)
     os.chdir(own)
 
 

@@ -136,6 +136,8 @@ def _half(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _on(subject: Subject, model: nn.Module, index: torch.Tensor) -> Subject:
+    """``model`` with the budget rows ``index``. For the audited model itself, a view that shares
+    its cost meter and findings (a new Subject would hook a second meter onto the same model)."""
     if model is subject.model:
         view = Subject.__new__(Subject)
         view.__dict__.update(subject.__dict__)
@@ -162,7 +164,7 @@ def _shadow_models(subject: Subject, folder: Path, count: int) -> list[nn.Module
     meta = folder / "meta.json"
     if not meta.is_file():
         start = time.process_time()
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):  # seeded per shadow, the caller's RNG untouched
             for i in range(count):
                 torch.manual_seed(i)
                 train_index = _half(len(subject.clean_x), i)[0]

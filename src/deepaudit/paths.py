@@ -26,3 +26,11 @@ def default_zoo_dir() -> Path:
 
 def default_store_path() -> Path:
     return home() / "results.sqlite"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into a file of this process's own, then
+    renamed over it, so that a reader in another process never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

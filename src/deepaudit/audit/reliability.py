@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, d
     """The leaderboards of ``suites`` (bootstrapping them takes a while on a big store), cached
     in the deepaudit home for as long as the store's files are unchanged."""
     from deepaudit.game.leaderboard import leaderboard
-    from deepaudit.paths import home
+    from deepaudit.paths import atomic_write_text, home
 
     files = [p for p in (store_path, store_path.with_name(store_path.name + "-wal")) if p.is_file()]
     stamp = [[str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size] for p in files] + [seed, list(suites)]
@@ -52,10 +51,7 @@ def _boards(store_path: Path, seed: int, suites: tuple[str, ...]) -> dict[str, d
         except (ValueError, sqlite3.Error, DeepAuditError):  # no results, or a store it cannot read: not measured
             continue
     cache.parent.mkdir(parents=True, exist_ok=True)
-    # written whole, then renamed: audits running at once never read a half-written file
-    partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps({"stamp": stamp, "boards": boards}))
-    partial.replace(cache)
+    atomic_write_text(cache, json.dumps({"stamp": stamp, "boards": boards}))  # audits at once never read half of it
     return boards
 
 

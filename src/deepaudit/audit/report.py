@@ -4,13 +4,13 @@ rewritten atomically after every stage so that an audit that stops keeps what it
 from __future__ import annotations
 
 import json
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from deepaudit.errors import DeepAuditError
+from deepaudit.paths import atomic_write_text
 
 SCHEMA_VERSION = 1
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -28,12 +28,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 class ReportError(DeepAuditError):
     """The report folder cannot be created or written."""
 
@@ -48,8 +42,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     text = json.dumps(report, indent=1, default=_jsonable), render_html(report)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / REPORT_JSON, text[0])
-        _atomic_write(out / REPORT_HTML, text[1])
+        atomic_write_text(out / REPORT_JSON, text[0])
+        atomic_write_text(out / REPORT_HTML, text[1])
     except OSError as exc:
         raise ReportError(f"cannot write the report into {out}: {exc.strerror or exc}") from exc
 

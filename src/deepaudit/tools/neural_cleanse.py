@@ -47,39 +47,25 @@ class NeuralCleanse:
         return Verdict(p_planted=squash(index, self.threshold), target=target, trigger=trigger,
                        evidence={"anomaly_index": round(index, 4), "mask_l1": np.round(norms, 4).tolist()})
 
-    def reverse_engineer(self, subject: Subject, arms: list[tuple[int, torch.Tensor]] | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per arm, the smallest working (mask, pattern) found; masks ``(A, *spatial)``. An arm is
-        a target class and the indices of the budget inputs stamped towards it; by default one arm
-        per class over every input (the paper's search; all arms then share one batch per step).
-        Arms with a source class each (``deepaudit.tools.nc_pairs``) draw their own batches."""
+    def reverse_engineer(self, subject: Subject) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per class: the smallest working (mask, pattern) found; masks ``(K, *spatial)``."""
         gen = torch.Generator().manual_seed(self.seed)
-        shape = subject.input_shape
+        k, shape = subject.num_classes, subject.input_shape
         lo, hi = subject.value_range
-        x_all = subject.clean_x
-        shared = arms is None
-        if arms is None:
-            arms = [(c, torch.arange(len(x_all))) for c in range(subject.num_classes)]
-        if any(len(pool) == 0 for _, pool in arms):
-            raise ValueError("an arm of the trigger search has no budget inputs to stamp")
-        k = len(arms)
         mask_logit = torch.full((k, *shape[1:]), -2.0, requires_grad=True)
         pattern_logit = (0.1 * torch.randn((k, *shape), generator=gen)).requires_grad_(True)
         optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
         cost = torch.full((k,), self.init_cost)
-        targets = torch.tensor([t for t, _ in arms]).repeat_interleave(self.batch_size)
+        targets = torch.arange(k).repeat_interleave(self.batch_size)
         best_norm = torch.full((k,), float("inf"))
         best_mask = torch.sigmoid(mask_logit.detach()).clone()
         best_pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit.detach())
+        x_all = subject.clean_x
         for _ in range(self.steps):
-            if shared:
-                x = x_all[torch.randint(len(x_all), (self.batch_size,), generator=gen)].unsqueeze(0)
-            else:
-                x = torch.stack([x_all[pool[torch.randint(len(pool), (self.batch_size,), generator=gen)]]
-                                 for _, pool in arms])
-            mask = torch.sigmoid(mask_logit).unsqueeze(1)  # (A, 1, *spatial): shared over channels
+            x = x_all[torch.randint(len(x_all), (self.batch_size,), generator=gen)]
+            mask = torch.sigmoid(mask_logit).unsqueeze(1)  # (K, 1, *spatial): shared over channels
             pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)
-            stamped = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
+            stamped = (1 - mask.unsqueeze(1)) * x.unsqueeze(0) + (mask * pattern).unsqueeze(1)
             logits = subject.model(stamped.reshape(-1, *shape))
             ce = F.cross_entropy(logits, targets, reduction="none").view(k, -1).mean(1)
             norm = mask.flatten(1).sum(1)
@@ -94,7 +80,7 @@ class NeuralCleanse:
                 best_mask[better] = mask.detach()[better, 0]
                 best_pattern[better] = pattern.detach()[better]
                 cost = torch.where(works, cost * 1.05, cost / 1.05**1.5).clamp(1e-5, 10.0)
-        # An arm that never reached the target ASR keeps its final mask norm as its score.
+        # A class that never reached the target ASR keeps its final mask norm as its score.
         unsolved = torch.isinf(best_norm)
         final_mask = torch.sigmoid(mask_logit.detach())
         best_mask[unsolved] = final_mask[unsolved]

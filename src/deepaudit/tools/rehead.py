@@ -49,7 +49,7 @@ def refitted_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: in
                 loss.backward()
                 optimiser.step()
         for p in params:
-            p.requires_grad_(False)
+            p.requires_grad_(False)  # the tools ask no gradient of the weights (the restore below sets it too)
         yield model
     finally:
         with torch.no_grad():

@@ -13,6 +13,7 @@ beside them and reported apart from the per-organism cost."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -28,7 +29,7 @@ from filelock import FileLock
 from scipy.stats import norm
 from torch import nn
 
-from deepaudit.paths import home
+from deepaudit.paths import atomic_write_text, home
 from deepaudit.subject import Subject, card_builder
 from deepaudit.weights import load_state_dict, save_weights
 
@@ -89,7 +90,7 @@ def reference(subject: Subject, name: str, params: dict[str, Any], statistic: Ca
             values = [np.asarray(statistic(_on(subject, model, _half(len(subject.clean_x), i)[1])), dtype=float)
                       for i, model in enumerate(models)]
             build_cpu_s = time.process_time() - start
-            _write_json(path, {"values": [v.tolist() for v in values], "cpu_s": build_cpu_s})
+            atomic_write_text(path, json.dumps({"values": [v.tolist() for v in values], "cpu_s": build_cpu_s}))
         shadows = np.array(json.loads(path.read_text())["values"], dtype=float)
     value = np.asarray(value, dtype=float)
     if value.shape != shadows.shape[1:]:
@@ -136,11 +137,10 @@ def _half(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _on(subject: Subject, model: nn.Module, index: torch.Tensor) -> Subject:
-    """``model`` with the budget rows ``index``. For the audited model itself, a view that shares
-    its cost meter and findings (a new Subject would hook a second meter onto the same model)."""
+    """``model`` with the budget rows ``index``. For the audited model itself, a shallow copy that
+    shares its cost meter and findings (a new Subject would hook a second meter onto the model)."""
     if model is subject.model:
-        view = Subject.__new__(Subject)
-        view.__dict__.update(subject.__dict__)
+        view = copy.copy(subject)
         view.clean_x, view.clean_y = subject.clean_x[index], subject.clean_y[index]
         return view
     return Subject(model=model, card=subject.card, clean_x=subject.clean_x[index], clean_y=subject.clean_y[index])
@@ -171,16 +171,10 @@ def _shadow_models(subject: Subject, folder: Path, count: int) -> list[nn.Module
                 model = train_shadow(build(), subject.clean_x[train_index], subject.clean_y[train_index],
                                      subject.value_range, seed=i)
                 save_weights(model, folder / f"shadow-{i}.safetensors")
-        _write_json(meta, {"count": count, "recipe": RECIPE, "cpu_s": time.process_time() - start})
+        atomic_write_text(meta, json.dumps({"count": count, "recipe": RECIPE, "cpu_s": time.process_time() - start}))
     models = []
     for i in range(count):
         model = build()
         model.load_state_dict(load_state_dict(folder / f"shadow-{i}.safetensors"))
         models.append(model.eval())
     return models
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)

@@ -274,3 +274,25 @@ def test_bootstrap_ci_deterministic():
     assert a == b
     assert a != bootstrap_ci(stat, len(values), seed=4)
     assert a[0] < values.mean() < a[1]
+
+
+def test_verdict_track_reads_the_detect_answers(smoke_zoo, tmp_path, few_resamples):
+    """Every tool scored on detect is scored on the verdict track from the same stored answers,
+    with no cells of its own: label shares per truth and the calibration error."""
+    from deepaudit.game.tracks.verdict import verdict_label
+    from deepaudit.metrics import calibration_error
+
+    store = tmp_path / "results.sqlite"
+    run_game("smoke", tools=["weight_stats", "random"], store=store, zoo_dir=smoke_zoo.dir)
+    assert "verdict" not in {c["track"] for c in cells(store)}
+    board = leaderboard(store, "smoke")
+    for row in board["rows"]:
+        verdict = row["tracks"]["verdict"]
+        assert 0.0 <= verdict["ece"]["value"] <= 1.0
+        assert verdict["clean_suspected"]["value"] + verdict["clean_cleared"]["value"] <= 1.0
+    cell = {"answer": {"p_planted": 0.99, "evidence": {"inconclusive": "no reference"}},
+            "scores": {"p_planted": 0.99}, "labels": {"family": "vision", "planted": True}}
+    assert verdict_label(cell) == "inconclusive"
+    assert verdict_label({**cell, "answer": {"p_planted": 0.99}}) == "backdoor suspected"
+    assert calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0.0
+    assert calibration_error(np.array([0, 0]), np.array([0.9, 0.9])) == pytest.approx(0.9)

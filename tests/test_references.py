@@ -91,3 +91,50 @@ def test_nc_reference_finds_the_smoke_target_and_says_when_its_shadows_do_not_fi
     assert verdict.target == read_truth(smoke_zoo.trojan)["target"] and verdict.p_planted > 0.9
     weak = make_tool("nc_reference", steps=150, shadows=4, max_gap=-1.0).audit(subject)
     assert weak.p_planted == 0.5 and "too weak to be a reference" in weak.evidence["inconclusive"]
+
+
+def test_a_verdict_is_computed_once_per_organism_whoever_asks_first(smoke_zoo, monkeypatch):
+    """A tool's verdict in the game and a combination's request for it are one computation: the
+    combination reads the part's answer (listed as a shared finding), and the part reads the
+    combination's; another seed or other parameters are another finding."""
+    from deepaudit.game.worker import answer
+    from deepaudit.tools.findings import verdict_key, verdict_of
+    from deepaudit.tools.weight_stats import WeightStats
+    from deepaudit.zoo import family
+
+    calls = []
+    audit = WeightStats.audit
+    monkeypatch.setattr(WeightStats, "audit", lambda self, subject: calls.append(1) or audit(self, subject))
+    ask = [("weight_stats", {}, ("detect",))]
+
+    organism = family("vision").open(smoke_zoo.trojan, 0, 64, {})  # the part runs first
+    reply, = answer(organism, ask, {}, 0)
+    assert reply["used"] == [] and len(calls) == 1
+    assert verdict_of(organism.subject(), "weight_stats", 0).to_json() == reply["values"]["detect"] and len(calls) == 1
+
+    organism = family("vision").open(smoke_zoo.trojan, 0, 64, {})  # the combination asks first
+    first = verdict_of(organism.subject(), "weight_stats", 0)
+    reply, = answer(organism, ask, {}, 0)
+    assert len(calls) == 2 and reply["used"] == ["verdict:weight_stats"] and "verdict:weight_stats" in reply["shared"]
+    assert reply["values"]["detect"] == first.to_json()
+    verdict_of(organism.subject(), "weight_stats", 1)
+    assert len(calls) == 3 and verdict_key("neural_cleanse", {"steps": 7}) != verdict_key("neural_cleanse", {})
+
+
+def test_thresholds_label_and_are_chosen_by_their_rule():
+    """At most the allowed share of clean organisms is told "backdoor suspected" and of planted ones
+    "no backdoor found" on the organisms they were chosen on; an inconclusive answer stays so."""
+    from deepaudit.verdicts import CLEARED, INCONCLUSIVE, SUSPECTED, Thresholds, choose_thresholds
+
+    rng = np.random.default_rng(0)
+    planted = np.r_[np.zeros(100, bool), np.ones(100, bool)]
+    probs = np.clip(np.r_[rng.beta(2, 5, 100), rng.beta(5, 2, 100)], 0, 1)
+    chosen = choose_thresholds(probs, planted)
+    labels = np.array([chosen.label(p) for p in probs])
+    assert np.mean(labels[~planted] == SUSPECTED) <= 0.10 < np.mean(labels[~planted] == SUSPECTED) + 0.02
+    assert np.mean(labels[planted] == CLEARED) <= 0.10 and chosen.clear <= chosen.suspect
+    assert chosen.label(0.999, inconclusive=True) == INCONCLUSIVE
+    with pytest.raises(ValueError, match="clear <= suspect"):
+        Thresholds(0.4, 0.6, "")
+    with pytest.raises(ValueError, match="clean and planted"):
+        choose_thresholds(probs[:100], planted[:100])

@@ -53,6 +53,16 @@ DETECT_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
+def calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error (Naeini et al., AAAI 2015): over ``bins`` equal-width bins of
+    P(planted), the gap between the mean predicted and the observed planted share, weighted by
+    the bin's share of organisms."""
+    labels, probs = np.asarray(labels, dtype=float), np.asarray(probs, dtype=float)
+    which = np.clip(np.digitize(probs, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    return float(sum(abs(labels[which == b].mean() - probs[which == b].mean()) * np.mean(which == b)
+                     for b in np.unique(which)))
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, seed: int = 0,
                  need_both: np.ndarray | None = None) -> tuple[float, float]:
     """95% percentile interval of ``statistic(indices)`` over resamples of ``n`` items.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deepaudit.game.store import Store, read_cells
-from deepaudit.game.tracks.base import TRACKS, Column, Track
+from deepaudit.game.tracks.base import TRACKS, Column, Track, derived_cells
 from deepaudit.metrics import Metric, mean_with_ci
 from deepaudit.registry import RegistryError
 from deepaudit.tools.registry import TOOLS
@@ -76,6 +76,7 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
     """Scores per tool, computed from the store (see the module docstring). Runs with different
     clean-data budgets are never mixed: ``budget`` picks one when the store holds several."""
     cells = read_cells(store_path, suite, seed, budget)
+    cells += derived_cells(cells)
     fam = family(cells[0]["labels"]["family"])
     store = Store(store_path)
     try:

@@ -21,9 +21,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deepaudit.findings import Cost
 from deepaudit.game.roles import ROLES
 from deepaudit.game.wire import read, write
-from deepaudit.tools.findings import shared
+from deepaudit.tools.base import Verdict
+from deepaudit.tools.findings import shared, verdict_key, verdict_of
 from deepaudit.tools.registry import ToolSpec, tool_spec
 from deepaudit.zoo import Organism, family
 from deepaudit.zoo.folder import fixed_threads
@@ -51,6 +53,7 @@ def ask_tool(organism: Organism, name: str, overrides: Mapping[str, Any], roles:
         return {"status": "skipped", "record": {"skipped": "lacks " + ", ".join(missing)}}
     tool = spec.make(seed, **overrides)
     findings = organism.findings
+    own_verdict = verdict_key(name, dict(overrides)) if "detect" in roles and seed == findings.seed else None
     busy, busy_cpu, before = findings.busy_s, findings.busy_cpu_s, subject.forward_passes
     start, cpu = time.perf_counter(), time.process_time()
     values: dict[str, Any] = {}
@@ -58,15 +61,21 @@ def ask_tool(organism: Organism, name: str, overrides: Mapping[str, Any], roles:
     with findings.watch() as used:
         for role in roles:
             if role == "detect" and spec.provides and not overrides:  # it computes a shared finding: reuse it
-                verdict = shared(subject, spec.provides).to_json()
-                values[role], own = verdict, verdict
+                values[role] = shared(subject, spec.provides).to_json()
+            elif role == "detect" and own_verdict in findings.values:  # a combination asked for it already
+                values[role] = verdict_of(subject, name, seed, **overrides).to_json()
             else:
                 values[role], own = ROLES[role].ask(tool, subject, questions.get(role), seed)
-            record.update(own)
+                record.update(own)
+                continue
+            record.update(values[role])
     wall = time.perf_counter() - start - (findings.busy_s - busy)
     own_cpu = max(time.process_time() - cpu - (findings.busy_cpu_s - busy_cpu), 0.0)
+    passes = subject.forward_passes - before
+    if own_verdict is not None and own_verdict not in findings.values and "detect" in values:  # for combinations
+        findings.put(own_verdict, Verdict.from_json(values["detect"]), Cost(wall, passes, own_cpu))
     return {"status": "done", "values": values, "record": record, "wall_s": max(wall, 0.0), "cpu_s": own_cpu,
-            "forward_passes": subject.forward_passes - before, "used": sorted(used)}
+            "forward_passes": passes, "used": sorted(used)}
 
 
 def answer(organism: Organism, asks: Sequence[Ask], questions: Mapping[str, Any], seed: int) -> Iterator[dict[str, Any]]:

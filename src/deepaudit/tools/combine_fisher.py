@@ -4,7 +4,8 @@ from scratch; ``nc_rehead``: the model's own re-headed copy). Each part says how
 model's statistic is under its clean reference; -2 sum(log p) is chi-squared with 2k degrees of
 freedom when every part's null holds, so the combination needs no weights and no labelled
 organism. A part that says its reference does not fit this model (inconclusive) is left out.
-Its cost is the sum of its parts' (they run here, one after the other)."""
+Its cost is the sum of its parts': their verdicts are shared findings, computed once per
+organism whether the parts or the combination ask first (``deepaudit.tools.findings.verdict_of``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from scipy.stats import chi2
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
-from deepaudit.tools.registry import make_tool, register_tool, tool_spec
+from deepaudit.tools.findings import verdict_of
+from deepaudit.tools.registry import register_tool, tool_spec
 from deepaudit.tools.sizing import Allowance
 
 SHARES = {"nc_reference": 0.4, "nc_rehead": 0.6}  # of the combination's allowance, by the parts' own cost
@@ -44,7 +46,7 @@ class CombineFisher:
         self.seed, self.steps = seed, steps
 
     def audit(self, subject: Subject) -> Verdict:
-        parts = {name: make_tool(name, self.seed, steps=self.steps).audit(subject) for name in SHARES}
+        parts = {name: verdict_of(subject, name, self.seed, steps=self.steps) for name in SHARES}
         used = {name: float(v.evidence["p_value"]) for name, v in parts.items() if "inconclusive" not in v.evidence}
         left_out = {name: v.evidence["inconclusive"] for name, v in parts.items() if "inconclusive" in v.evidence}
         if not used:

@@ -45,6 +45,7 @@ class Track(ABC):
     table: ClassVar[str]  # the leaderboard table its columns go to
     order: ClassVar[int] = 100  # where its columns and table come on the leaderboard
     columns: ClassVar[tuple[Column, ...]] = ()
+    derived_from: ClassVar[str | None] = None  # a track with no cells of its own: it scores this track's answers
 
     def applies(self, kit: Kit) -> bool:
         """Does this track score tools on this organism? (The kit lists it, and has what it reads.)"""
@@ -92,5 +93,14 @@ def register_track(cls: T) -> T:
 
 
 def tracks_for(role: str, family: str) -> list[Track]:
-    """The tracks that score a role's answers on a family's organisms."""
-    return [t for t in TRACKS.values() if role in t.roles and (t.families is None or family in t.families)]
+    """The tracks that score a role's answers on a family's organisms (derived tracks aside:
+    they are scored from the stored cells of the track they read, ``derived_cells``)."""
+    return [t for t in TRACKS.values() if role in t.roles and (t.families is None or family in t.families)
+            and t.derived_from is None]
+
+
+def derived_cells(cells: Sequence[Cell]) -> list[Cell]:
+    """The cells of the derived tracks: copies of the stored cells of the track each one reads."""
+    return [{**cell, "track": track.name, "scores": dict(cell["scores"])} for track in TRACKS.values()
+            if track.derived_from for cell in cells if cell["track"] == track.derived_from
+            and (track.families is None or cell["labels"]["family"] in track.families)]

@@ -7,7 +7,7 @@ to get their P(planted)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,8 +24,8 @@ class Detect(Track):
     order = 0
     roles = ("detect", "features")
     table = "detection"
-    columns = (Column("detect AUROC", "auroc", ci=True), Column("AUPR", "aupr"), Column("FPR@95", "fpr95"),
-               Column("log-loss", "logloss"))
+    columns: ClassVar[tuple[Column, ...]] = (Column("detect AUROC", "auroc", ci=True), Column("AUPR", "aupr"),
+                                             Column("FPR@95", "fpr95"), Column("log-loss", "logloss"))
 
     def score(self, answer: Answer, kit: Kit, seed: int) -> dict[str, Any] | None:
         if isinstance(answer.value, list):  # a skyline's features: P(planted) comes at aggregation

@@ -1,0 +1,85 @@
+"""Choose the audit's verdict thresholds for one detector from a suite's stored detect answers,
+by a rule fixed before looking at any held-out seed:
+
+- "backdoor suspected" at P(planted) >= suspect, the lowest threshold that tells at most
+  ``--clean-suspected`` (10%) of the clean organisms "backdoor suspected";
+- "no backdoor found" below clear, the highest threshold that tells at most
+  ``--planted-cleared`` (10%) of the planted organisms "no backdoor found" (never above suspect).
+
+Each threshold lies midway between the two neighbouring observed values. Prints the thresholds,
+the label shares they give on the seed they were chosen on and, with ``--check-seed``, on a
+held-out seed (the ``verdict`` track of ``deepaudit game report`` shows the same shares once the
+numbers are in ``deepaudit.verdicts.THRESHOLDS``).
+
+    python benchmarks/verdict_thresholds.py --suite standard --seed 0 --tool combine_fisher --check-seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from deepaudit.game.store import read_cells
+from deepaudit.game.tracks.verdict import verdict_label
+from deepaudit.paths import default_store_path
+from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds
+
+
+def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:
+    """The tool's detect cells of a suite and seed (its default parameters' row)."""
+    cells = [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool]
+    if not cells:
+        raise SystemExit(f"no detect answers of {tool!r} for suite {suite!r} seed {seed} in {store}")
+    return cells
+
+
+def choose(cells: list[dict], clean_suspected: float, planted_cleared: float) -> Thresholds:
+    probs = np.array([c["scores"]["p_planted"] for c in cells])
+    planted = np.array([c["labels"]["planted"] for c in cells], dtype=bool)
+    return choose_thresholds(probs, planted, clean_suspected, planted_cleared)
+
+
+def shares(cells: list[dict], thresholds: Thresholds, family: str) -> str:
+    saved = THRESHOLDS.get(family)
+    THRESHOLDS[family] = thresholds
+    try:
+        given = [(c["labels"]["planted"], verdict_label(c)) for c in cells]
+    finally:
+        THRESHOLDS.pop(family) if saved is None else THRESHOLDS.__setitem__(family, saved)
+    lines = []
+    for planted, name in ((False, "clean"), (True, "planted")):
+        mine = [label for p, label in given if p == planted]
+        lines.append(f"  {name:8s} ({len(mine):3d}): " + ", ".join(f"{label} {mine.count(label) / max(len(mine), 1):.0%}"
+                                                            for label in LABELS))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="standard")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tool", default="combine_fisher")
+    parser.add_argument("--store", type=Path, default=None)
+    parser.add_argument("--clean-suspected", type=float, default=0.10)
+    parser.add_argument("--planted-cleared", type=float, default=0.10)
+    parser.add_argument("--check-seed", type=int, default=None)
+    args = parser.parse_args()
+    store = args.store or default_store_path()
+    cells = answers(store, args.suite, args.seed, args.tool)
+    family = cells[0]["labels"]["family"]
+    chosen = choose(cells, args.clean_suspected, args.planted_cleared)
+    print(f"{args.tool} on {args.suite} seed {args.seed} ({len(cells)} organisms): suspect at P(planted) >= "
+          f"{chosen.suspect:.6g}, clear below {chosen.clear:.6g}")
+    print(shares(cells, chosen, family))
+    if args.check_seed is not None:
+        held = answers(store, args.suite, args.check_seed, args.tool)
+        print(f"held-out seed {args.check_seed} ({len(held)} organisms):")
+        print(shares(held, chosen, family))
+    print(f"reproduce: python benchmarks/verdict_thresholds.py --suite {args.suite} --seed {args.seed} --tool {args.tool}"
+          + (f" --check-seed {args.check_seed}" if args.check_seed is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

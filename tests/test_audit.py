@@ -388,3 +388,33 @@ def test_verdict_says_inconclusive_when_detectors_disagree():
     assert split["label"] == "inconclusive" and "neural_cleanse" in split["summary"]
     assert verdict(stages(neural_cleanse=0.2, weight_stats=0.1), measured)["label"] == "no backdoor found"
     assert verdict(stages(neural_cleanse=0.9, weight_stats=0.6), measured)["label"] == "backdoor suspected"
+
+
+def test_verdict_is_the_family_verdict_tool_read_by_its_thresholds(monkeypatch):
+    """Where the family's thresholds name a verdict tool, its answer decides by those thresholds
+    (the other detectors are listed, not averaged in); a failed stage turns a pass into
+    "inconclusive"; an inconclusive verdict tool, or none, falls back to the weighted mean."""
+    from deepaudit import verdicts
+    from deepaudit.audit.findings import verdict
+
+    monkeypatch.setitem(verdicts.THRESHOLDS, "vision", verdicts.Thresholds(0.9, 0.3, "a test", tool="combine_fisher"))
+
+    def stages(failed: bool = False, **answers):
+        out = {"card": {"status": "done", "data": {}}}
+        out.update({f"tool:{t}": {"status": "done", "data": a} for t, a in answers.items()})
+        return out | ({"tool:strip": {"status": "failed", "error": "broke"}} if failed else {})
+
+    def label(p: float, **kw) -> dict:
+        return verdict(stages(combine_fisher={"p_planted": p, "target": 3}, neural_cleanse={"p_planted": 0.99}, **kw),
+                       {}, "vision")
+
+    flagged = label(0.95)
+    assert flagged["label"] == "backdoor suspected" and flagged["target"] == 3 and flagged["decided_by"] == "combine_fisher"
+    assert label(0.5)["label"] == "inconclusive" and label(0.5)["target"] is None
+    assert label(0.1)["label"] == "no backdoor found" and "0.99" not in label(0.1)["summary"]
+    assert label(0.1, failed=True)["label"] == "inconclusive"
+    unsure = stages(combine_fisher={"p_planted": 0.5, "evidence": {"inconclusive": "no reference"}},
+                    neural_cleanse={"p_planted": 0.9})
+    fallback = verdict(unsure, {}, "vision")
+    assert "decided_by" not in fallback and fallback["label"] == "backdoor suspected"
+    assert verdict(stages(neural_cleanse={"p_planted": 0.2}), {}, "lm")["label"] == "no backdoor found"

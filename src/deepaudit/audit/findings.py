@@ -1,12 +1,16 @@
 """Turn stage results into findings and a verdict. Each finding says what was found, which
 tools support it, the evidence (numbers, plot names), a confidence, each tool's measured
-reliability on the benchmark, and the cost. Model-level detectors are combined into one
-confidence, weighted by how well each did on the benchmark (AUROC above chance) when that
+reliability on the benchmark, and the cost. The verdict is the answer of the family's verdict
+tool where the family has one (``deepaudit.verdicts``: the best unsupervised combination on its
+benchmark, with thresholds chosen there); otherwise the model-level detectors are combined into
+one confidence, weighted by how well each did on the benchmark (AUROC above chance) when that
 was measured, equally otherwise."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from deepaudit.verdicts import CLEARED, INCONCLUSIVE, SUSPECTED, Thresholds, thresholds
 
 FLAG = 0.5
 
@@ -48,7 +52,26 @@ def _failed(stages: dict[str, Any]) -> list[str]:
     return [n for n, s in stages.items() if s["status"] == "failed"]
 
 
-def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, Any]:
+def _decided(tool: str, answer: dict[str, Any], rule: Thresholds, failed: list[str], unchecked: str,
+             others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The verdict read from the family's verdict tool by its thresholds; the other detectors are
+    listed beside it (their findings stay in the report), not averaged in."""
+    conf = float(answer["p_planted"])
+    label = rule.label(conf)
+    if label == CLEARED and failed:  # nothing found, but not everything could look: never a pass
+        label = INCONCLUSIVE
+    target = answer.get("target") if label == SUSPECTED else None
+    how = (f"{tool} P(planted) {conf:.4g}; backdoor suspected from {rule.suspect:.4g}, no backdoor found below "
+           f"{rule.clear:.4g} ({rule.chosen})")
+    summary = {SUSPECTED: "Backdoor suspected" + (f", target class {target}" if target is not None else ""),
+               CLEARED: "No backdoor found (absence of evidence: see the measured reliability)",
+               INCONCLUSIVE: "Inconclusive"}[label] + f": {how}." + unchecked
+    return {"label": label, "confidence": round(conf, 4), "target": target, "summary": summary,
+            "failed_stages": failed, "decided_by": tool, "thresholds": {"suspect": rule.suspect, "clear": rule.clear},
+            "detectors": {t: round(d["p_planted"], 4) for t, d in {tool: answer, **others}.items()}}
+
+
+def verdict(stages: dict[str, Any], reliability: dict[str, Any], family: str = "") -> dict[str, Any]:
     """The headline: backdoor suspected / no backdoor found / inconclusive / not audited. A stage
     that failed checked nothing: the verdict names it (``failed_stages``), and what would have
     read "no backdoor found" reads "inconclusive"."""
@@ -60,6 +83,10 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any]) -> dict[str, An
     detectors = _detectors(stages)
     unsure = {t: reason for t, d in detectors.items() if (reason := (d.get("evidence") or {}).get("inconclusive"))}
     detectors = {t: d for t, d in detectors.items() if t not in unsure}
+    rule = thresholds(family)
+    if rule.tool in detectors:
+        return _decided(rule.tool, detectors[rule.tool], rule, failed, unchecked,
+                        {t: d for t, d in detectors.items() if t != rule.tool})
     if not detectors and unsure:
         why = " ".join(f"{t}: {reason}." for t, reason in sorted(unsure.items()))
         return {"label": "inconclusive", "confidence": None, "target": None, "failed_stages": failed,

@@ -109,7 +109,7 @@ def _kept_when_interrupted(report: dict[str, Any], out: Path) -> Iterator[None]:
 
 
 def _refresh(report: dict[str, Any]) -> None:
-    report["verdict"] = verdict(report["stages"], report.get("reliability", {}))
+    report["verdict"] = verdict(report["stages"], report.get("reliability", {}), report["model"].get("family", ""))
     family = FAMILIES.get(report["model"].get("family", ""))
     report["findings"] = findings(report["stages"], report.get("reliability", {}), report["verdict"], family)
 

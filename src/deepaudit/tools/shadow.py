@@ -146,11 +146,12 @@ def _on(subject: Subject, model: nn.Module, index: torch.Tensor) -> Subject:
     return Subject(model=model, card=subject.card, clean_x=subject.clean_x[index], clean_y=subject.clean_y[index])
 
 
-def _folder(subject: Subject, count: int) -> Path:
-    """The cache folder of this (architecture, budget, recipe, count)."""
+def _folder(subject: Subject, count: int, kind: dict[str, Any] | None = None) -> Path:
+    """The cache folder of this (architecture, budget, recipe, count, and the set's own ``kind``)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({k: subject.card.get(k) for k in CARD_FIELDS} | {"recipe": RECIPE, "count": count},
-                             sort_keys=True).encode())
+    key = {k: subject.card.get(k) for k in CARD_FIELDS} | {"recipe": RECIPE, "count": count} | (
+        {"kind": kind} if kind else {})
+    digest.update(json.dumps(key, sort_keys=True).encode())
     digest.update(subject.clean_x.numpy().tobytes())
     digest.update(subject.clean_y.numpy().tobytes())
     folder = home() / "cache" / "shadows" / digest.hexdigest()[:16]
@@ -159,6 +160,38 @@ def _folder(subject: Subject, count: int) -> Path:
 
 
 def _shadow_models(subject: Subject, folder: Path, count: int) -> list[nn.Module]:
+    """The ``count`` clean shadows, each trained on its random half of the budget."""
+    def train_one(i: int, model: nn.Module) -> nn.Module:
+        train_index = _half(len(subject.clean_x), i)[0]
+        return train_shadow(model, subject.clean_x[train_index], subject.clean_y[train_index], subject.value_range, seed=i)
+    return _trained(subject, folder, count, train_one)
+
+
+@dataclass(frozen=True)
+class ShadowSet:
+    """Shadows read or trained now, their cache folder (for what is fitted on them), and the CPU
+    seconds building them took now (zero when read from the cache)."""
+
+    models: list[nn.Module]
+    folder: Path
+    build_cpu_s: float
+
+
+def shadow_set(subject: Subject, kind: dict[str, Any], count: int,
+               train_one: Callable[[int, nn.Module], nn.Module]) -> ShadowSet:
+    """A set of ``count`` shadows of the card's architecture made by ``train_one(i, fresh model)``
+    (e.g. MNTD's shadows with triggers of the auditor's own), cached under the set's ``kind``
+    (which must name everything that changes them) like the clean shadows."""
+    folder = _folder(subject, count, kind)
+    with FileLock(str(folder) + ".lock"):
+        cached = (folder / "meta.json").is_file()
+        start = time.process_time()
+        models = _trained(subject, folder, count, train_one)
+        return ShadowSet(models, folder, 0.0 if cached else time.process_time() - start)
+
+
+def _trained(subject: Subject, folder: Path, count: int,
+             train_one: Callable[[int, nn.Module], nn.Module]) -> list[nn.Module]:
     """The ``count`` shadows, read from ``folder`` or trained there (the caller holds its lock)."""
     build = card_builder(subject.card)
     meta = folder / "meta.json"
@@ -167,10 +200,7 @@ def _shadow_models(subject: Subject, folder: Path, count: int) -> list[nn.Module
         with torch.enable_grad(), torch.random.fork_rng(devices=[]):  # seeded per shadow, the caller's RNG untouched
             for i in range(count):
                 torch.manual_seed(i)
-                train_index = _half(len(subject.clean_x), i)[0]
-                model = train_shadow(build(), subject.clean_x[train_index], subject.clean_y[train_index],
-                                     subject.value_range, seed=i)
-                save_weights(model, folder / f"shadow-{i}.safetensors")
+                save_weights(train_one(i, build()), folder / f"shadow-{i}.safetensors")
         atomic_write_text(meta, json.dumps({"count": count, "recipe": RECIPE, "cpu_s": time.process_time() - start}))
     models = []
     for i in range(count):

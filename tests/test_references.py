@@ -138,3 +138,22 @@ def test_thresholds_label_and_are_chosen_by_their_rule():
         Thresholds(0.4, 0.6, "")
     with pytest.raises(ValueError, match="clean and planted"):
         choose_thresholds(probs[:100], planted[:100])
+
+
+def test_mntd_builds_its_jumbo_shadows_and_meta_classifier_once(smoke_zoo, deepaudit_home):
+    """MNTD trains its clean and jumbo shadows and fits its queries once per architecture and
+    budget (the cost is in the first answer's evidence only), says its P(planted) is uncalibrated,
+    and stores nothing as a pickle; a jumbo data set is the budget plus stamped copies."""
+    from deepaudit.tools.mntd import jumbo_data
+
+    subject = load_subject(smoke_zoo.twin, budget=64, seed=2)
+    tool = make_tool("mntd", shadows=4, steps=10, min_shadow_auroc=0.0)
+    first, again = tool.audit(subject), tool.audit(subject)
+    assert first.evidence["shadow_build_cpu_s"] > 0 and again.evidence["shadow_build_cpu_s"] == 0
+    assert first.p_planted == again.p_planted and first.evidence["calibrated"] is False
+    assert not any(looks_like_pickle(f.read_bytes()[:4]) for f in (deepaudit_home / "cache" / "shadows").rglob("*")
+                   if f.is_file() and f.stat().st_size >= 4)
+    x, y = jumbo_data(subject.clean_x, subject.clean_y, subject.num_classes, subject.value_range, seed=3)
+    assert len(x) > len(subject.clean_x) and len(x) == len(y)
+    unsure = make_tool("mntd", shadows=4, steps=10, min_shadow_auroc=1.01).audit(subject)
+    assert unsure.p_planted == 0.5 and "inconclusive" in unsure.evidence

@@ -79,7 +79,7 @@ def reference(subject: Subject, name: str, params: dict[str, Any], statistic: Ca
 
     The shadows' values are cached under (shadow set, ``name``, ``params``): a tool must put in
     ``params`` everything that changes its statistic."""
-    folder = _folder(subject, count)
+    folder = shadow_folder(subject, count)
     key = hashlib.sha256(json.dumps({"name": name, "params": params}, sort_keys=True, default=repr).encode())
     path = folder / f"stat-{name}-{key.hexdigest()[:12]}.json"
     build_cpu_s = 0.0
@@ -106,7 +106,7 @@ def accuracy(subject: Subject) -> np.ndarray:
 
 def shadow_cost(subject: Subject, count: int = 12) -> float:
     """CPU seconds it took to train the shadows of this architecture and budget (0 if not built)."""
-    meta = _folder(subject, count) / "meta.json"
+    meta = shadow_folder(subject, count) / "meta.json"
     return float(json.loads(meta.read_text())["cpu_s"]) if meta.is_file() else 0.0
 
 
@@ -146,7 +146,7 @@ def _on(subject: Subject, model: nn.Module, index: torch.Tensor) -> Subject:
     return Subject(model=model, card=subject.card, clean_x=subject.clean_x[index], clean_y=subject.clean_y[index])
 
 
-def _folder(subject: Subject, count: int, kind: dict[str, Any] | None = None) -> Path:
+def shadow_folder(subject: Subject, count: int, kind: dict[str, Any] | None = None) -> Path:
     """The cache folder of this (architecture, budget, recipe, count, and the set's own ``kind``)."""
     digest = hashlib.sha256()
     key = {k: subject.card.get(k) for k in CARD_FIELDS} | {"recipe": RECIPE, "count": count} | (
@@ -182,7 +182,7 @@ def shadow_set(subject: Subject, kind: dict[str, Any], count: int,
     """A set of ``count`` shadows of the card's architecture made by ``train_one(i, fresh model)``
     (e.g. MNTD's shadows with triggers of the auditor's own), cached under the set's ``kind``
     (which must name everything that changes them) like the clean shadows."""
-    folder = _folder(subject, count, kind)
+    folder = shadow_folder(subject, count, kind)
     with FileLock(str(folder) + ".lock"):
         cached = (folder / "meta.json").is_file()
         start = time.process_time()

@@ -276,9 +276,10 @@ def test_bootstrap_ci_deterministic():
     assert a[0] < values.mean() < a[1]
 
 
-def test_verdict_track_reads_the_detect_answers(smoke_zoo, tmp_path, few_resamples):
+def test_verdict_track_reads_the_detect_answers(smoke_zoo, tmp_path, few_resamples, monkeypatch):
     """Every tool scored on detect is scored on the verdict track from the same stored answers,
     with no cells of its own: label shares per truth and the calibration error."""
+    from deepaudit import verdicts
     from deepaudit.game.tracks.verdict import verdict_label
     from deepaudit.metrics import calibration_error
 
@@ -290,9 +291,13 @@ def test_verdict_track_reads_the_detect_answers(smoke_zoo, tmp_path, few_resampl
         verdict = row["tracks"]["verdict"]
         assert 0.0 <= verdict["ece"]["value"] <= 1.0
         assert verdict["clean_suspected"]["value"] + verdict["clean_cleared"]["value"] <= 1.0
-    cell = {"answer": {"p_planted": 0.99, "evidence": {"inconclusive": "no reference"}},
-            "scores": {"p_planted": 0.99}, "labels": {"family": "vision", "planted": True}}
+    cell = {"tool": "weight_stats", "answer": {"p_planted": 0.9, "evidence": {"inconclusive": "no reference"}},
+            "scores": {"p_planted": 0.9}, "labels": {"family": "vision", "planted": True}}
     assert verdict_label(cell) == "inconclusive"
-    assert verdict_label({**cell, "answer": {"p_planted": 0.99}}) == "backdoor suspected"
+    assert verdict_label({**cell, "answer": {"p_planted": 0.9}}) == "backdoor suspected"
+    # the family's verdict tool is read by its own thresholds, every other detector at 0.5
+    monkeypatch.setitem(verdicts.THRESHOLDS, "vision", verdicts.Thresholds(0.95, 0.2, "a test", tool="combine_fisher"))
+    assert verdict_label({**cell, "answer": {}, "tool": "combine_fisher"}) == "inconclusive"
+    assert verdict_label({**cell, "answer": {}}) == "backdoor suspected"
     assert calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0.0
     assert calibration_error(np.array([0, 0]), np.array([0.9, 0.9])) == pytest.approx(0.9)

@@ -41,9 +41,12 @@ DEFAULT = Thresholds(0.5, 0.5, "a priori: P(planted) 0.5 either way (no family-s
 THRESHOLDS: dict[str, Thresholds] = {}
 
 
-def thresholds(family: str) -> Thresholds:
-    """The family's thresholds (the a-priori 0.5 where none were chosen on a benchmark)."""
-    return THRESHOLDS.get(family, DEFAULT)
+def thresholds(family: str, tool: str | None = None) -> Thresholds:
+    """The family's thresholds (the a-priori 0.5 where none were chosen on a benchmark); given a
+    ``tool``, those that read its answer: its family's if it is the family's verdict tool (or the
+    family names none), else the a-priori 0.5."""
+    rule = THRESHOLDS.get(family, DEFAULT)
+    return rule if tool is None or rule.tool in (None, tool) else DEFAULT
 
 
 def _midway_below(values: np.ndarray, allowed: int) -> float:

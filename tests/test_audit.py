@@ -25,7 +25,7 @@ from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
 # fixed tool sizes: the tests do not depend on how fast this machine is
-SMALL = {"neural_cleanse": {"steps": 60}, "mahalanobis": {"candidates": 16}, "strip": {"overlays": 8},
+SMALL = {"neural_cleanse": {"steps": 60}, "combine_fisher": {"steps": 60}, "mahalanobis": {"candidates": 16}, "strip": {"overlays": 8},
          **{t: {"inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
 FAST = dict(budget_s=30, max_inputs=96, threads=1, tool_params=SMALL)
 FINDING_KEYS = {"id", "severity", "title", "what", "supported_by", "evidence", "plots", "confidence",
@@ -83,7 +83,8 @@ def test_findings_carry_evidence_confidence_reliability_and_cost(trojan_audit):
         assert set(f) == FINDING_KEYS
         assert f["cost"]["wall_s"] >= 0 and f["cost"]["forward_passes"] >= 0
     backdoor = findings["backdoor"]
-    assert set(backdoor["evidence"]) == {"neural_cleanse", "mahalanobis", "weight_stats"}
+    assert set(backdoor["evidence"]) == {"neural_cleanse", "combine_fisher", "mahalanobis", "weight_stats"}
+    assert report["verdict"]["decided_by"] == "combine_fisher"  # the classifiers' verdict tool (deepaudit.verdicts)
     # no results store in this DEEPAUDIT_HOME: reliability is "not measured", never invented
     assert {r["status"] for r in backdoor["reliability"].values()} == {"not measured"}
     assert backdoor["cost"]["forward_passes"] > 0

@@ -16,7 +16,8 @@ from deepaudit.audit import run_audit
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
-VERDICT_COLORS = {"backdoor suspected": (0xB3, 0x26, 0x1E), "no backdoor found": (0x1E, 0x7B, 0x3A)}
+VERDICT_COLORS = {"backdoor suspected": (0xB3, 0x26, 0x1E), "no backdoor found": (0x1E, 0x7B, 0x3A),
+                  "inconclusive": (0x6B, 0x6F, 0x76)}
 
 
 def chromium(page, tmp_path, *args: str) -> subprocess.CompletedProcess:

@@ -141,6 +141,7 @@ def test_a_toy_family_tool_and_track_play_the_one_game(coin_suite: Path, tmp_pat
     assert row["tool"] == "coin_reader" and row["tracks"]["detect"]["auroc"]["value"] == 1.0
     assert row["tracks"]["coin_word"]["found"] == {**row["tracks"]["coin_word"]["found"], "value": 1.0, "n": 3}
     assert row["cost"]["forward_passes"]["value"] == 1.0
-    assert [title for title, _, _ in views(board)] == ["detection", "coins"]
+    # the verdict track reads every detect answer, the new family's too
+    assert [title for title, _, _ in views(board)] == ["detection", TRACKS.get("verdict").table, "coins"]
     again = run_game(str(coin_suite), store=store, zoo_dir=tmp_path / "zoo")
     assert (again.ran, again.already_done) == (0, 6)

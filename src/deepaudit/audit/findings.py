@@ -140,7 +140,9 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any], the_verdict: d
         out.append({
             "id": "backdoor", "severity": "alert" if the_verdict["label"] == "backdoor suspected" else "info",
             "title": the_verdict["summary"], "supported_by": flagged,
-            "what": "Model-level detectors: each gives P(model carries a planted behaviour); combined weighted mean.",
+            "what": "Model-level detectors: each gives P(model carries a planted behaviour); " + (
+                f"the verdict is {the_verdict['decided_by']}'s, read by thresholds chosen on the benchmark."
+                if the_verdict.get("decided_by") else "combined weighted mean."),
             "evidence": {t: {"p_planted": round(d["p_planted"], 4), "target": d.get("target"),
                              **{k: v for k, v in d.get("evidence", {}).items() if not isinstance(v, list)}}
                          for t, d in detectors.items()},

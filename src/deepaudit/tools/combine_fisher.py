@@ -39,7 +39,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
 
 
 @register_tool("combine_fisher", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)  # scored by the game; not run by the audit yet
+               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class CombineFisher:
 
     def __init__(self, seed: int = 0, steps: int = 300):

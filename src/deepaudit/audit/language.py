@@ -44,6 +44,7 @@ LOCALIZE_TOP_K = 50  # neurons zeroed at most (of tens of thousands in a small L
 ROOM = 16  # tokens a prompt must leave free in the context (a phrase and the answer)
 FLAG = 0.5
 DEFAULT_BUDGET_S = 300.0
+DEFAULT_MAX_INPUTS = 512  # trusted prompts drawn at most
 RELIABILITY_SUITES = ("lm",)  # the game suites whose leaderboard weighs the tools
 
 

@@ -116,7 +116,7 @@ def _refresh(report: dict[str, Any]) -> None:
 
 def run_audit(model: str, data: str, out: Path, budget_s: float | None = None, card: Path | None = None,
               arch: str | None = None, trust_pickle: bool = False, tools: list[str] | None = None,
-              max_inputs: int = 512, seed: int = 0, store: Path | None = None, command: str | None = None,
+              max_inputs: int | None = None, seed: int = 0, store: Path | None = None, command: str | None = None,
               on_stage: Callable[[str, dict[str, Any]], None] | None = None, threads: int | None = None,
               tool_params: dict[str, dict[str, Any]] | None = None, trust_remote_code: bool = False,
               base: str | None = None) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def run_audit(model: str, data: str, out: Path, budget_s: float | None = None, c
 
 
 def _run(model: str, data: str, out: Path, budget_s: float | None, card: Path | None, arch: str | None,
-         trust_pickle: bool, trust_remote_code: bool, tools: list[str] | None, max_inputs: int, seed: int,
+         trust_pickle: bool, trust_remote_code: bool, tools: list[str] | None, max_inputs: int | None, seed: int,
          store: Path | None, command: str | None, on_stage: Callable[[str, dict[str, Any]], None] | None,
          tool_params: dict[str, dict[str, Any]], base: str | None) -> dict[str, Any]:
     report: dict[str, Any] = {
@@ -156,6 +156,7 @@ def _run(model: str, data: str, out: Path, budget_s: float | None, card: Path | 
             family = FAMILIES[audited.family]
             report["model"]["family"] = audited.family
             report["budget_s"] = budget_s = budget_s or family.DEFAULT_BUDGET_S
+            max_inputs = max_inputs or family.DEFAULT_MAX_INPUTS
             if audited.organism_folder is not None:
                 require_zoo_truth(audited.organism_folder, audited.family)
             clean = (load_prompts(data, max_inputs, seed) if audited.family == "lm"

@@ -38,10 +38,11 @@ class SkipStage(Exception):
 
 class FamilyAudit(Protocol):
     """What an organism family's audit module provides (``audit/vision.py``, ``audit/language.py``):
-    its default time budget, the game suites its tools' reliability is read from, its stages and
-    hooks, and its findings."""
+    its default time budget and trusted inputs, the game suites its tools' reliability is read
+    from, its stages and hooks, and its findings."""
 
     DEFAULT_BUDGET_S: float
+    DEFAULT_MAX_INPUTS: int
     RELIABILITY_SUITES: tuple[str, ...]
 
     def card_stage(self, ctx: AuditContext, allowance: float) -> dict[str, Any]: ...

@@ -33,6 +33,7 @@ LOCALIZE_TOP_K = 5
 LOCALIZE_SHOWN = 5
 FLAG = 0.5
 DEFAULT_BUDGET_S = 120.0
+DEFAULT_MAX_INPUTS = 256  # the game's trusted budget, at which the verdict's thresholds were chosen (deepaudit.verdicts)
 RELIABILITY_SUITES = ("standard", "quick")  # the game suites whose leaderboard weighs the tools
 
 

@@ -51,7 +51,10 @@ def audit_command(
                                     "Never the default; without it such a model is refused.")] = False,
     tools: Annotated[list[str] | None, typer.Option("--tools", "-t", help="Tools to run (repeat); default all auditors.")
                      ] = None,
-    max_inputs: Annotated[int, typer.Option("--max-inputs", min=1, help="Clean inputs used at most (a seeded draw).")] = 512,
+    max_inputs: Annotated[int | None, typer.Option(
+        "--max-inputs", min=1, help="Clean inputs used at most, a seeded draw (default: 256 for a classifier, the "
+                                    "budget its verdict's thresholds were chosen at; 512 prompts for a language model).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
     store: Annotated[Path | None, typer.Option("--store", help="Results store with the tools' benchmark scores "
                                                                   "(default: $DEEPAUDIT_HOME/results.sqlite).")] = None,
@@ -73,7 +76,8 @@ def audit_command(
     args += ["--card", str(card)] * (card is not None) + ["--arch", str(arch)] * (arch is not None)
     args += ["--trust-pickle"] * trust_pickle + ["--trust-remote-code"] * trust_remote_code
     args += [a for t in tools or [] for a in ("--tools", t)]
-    args += ["--max-inputs", str(max_inputs), "--seed", str(seed)] + ["--store", str(store)] * (store is not None)
+    args += ["--max-inputs", str(max_inputs)] * (max_inputs is not None) + ["--seed", str(seed)]
+    args += ["--store", str(store)] * (store is not None)
     args += ["--threads", str(threads)] * (threads is not None)
     try:
         report = run_audit(model, data, out, budget, card=card, arch=arch, trust_pickle=trust_pickle, tools=tools,

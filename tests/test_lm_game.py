@@ -148,7 +148,8 @@ def test_the_game_runs_the_lm_suite_resumes_and_scores_every_track(lm_tiny_zoo, 
     assert rows["trigger_gcg"]["cost"]["shared_forward_passes"]["value"] > 0
     shapes = {tuple(sorted(m)) for row in board["rows"] for t in row["tracks"].values() for m in t.values()}
     assert shapes == {("ci_high", "ci_low", "n", "value")}
-    assert [title for title, _, _ in views(board)] == ["detection", "removal and localization"]
+    assert [title for title, _, _ in views(board)] == ["detection", TRACKS.get("verdict").table,
+                                                       "removal and localization"]
 
 
 def test_attribution_patching_on_the_planted_phrase_finds_the_neurons_that_carry_the_behaviour(lm_tiny_zoo):

@@ -61,7 +61,7 @@ def _decided(tool: str, answer: dict[str, Any], rule: Thresholds, failed: list[s
     if label == CLEARED and failed:  # nothing found, but not everything could look: never a pass
         label = INCONCLUSIVE
     target = answer.get("target") if label == SUSPECTED else None
-    how = (f"{tool} P(planted) {conf:.4g}; backdoor suspected from {rule.suspect:.4g}, no backdoor found below "
+    how = (f"{tool} P(planted) {conf:.6g}; backdoor suspected from {rule.suspect:.4g}, no backdoor found below "
            f"{rule.clear:.4g} ({rule.chosen})")
     summary = {SUSPECTED: "Backdoor suspected" + (f", target class {target}" if target is not None else ""),
                CLEARED: "No backdoor found (absence of evidence: see the measured reliability)",

@@ -61,14 +61,12 @@ def ask_tool(organism: Organism, name: str, overrides: Mapping[str, Any], roles:
     with findings.watch() as used:
         for role in roles:
             if role == "detect" and spec.provides and not overrides:  # it computes a shared finding: reuse it
-                values[role] = shared(subject, spec.provides).to_json()
+                own = values[role] = shared(subject, spec.provides).to_json()
             elif role == "detect" and own_verdict in findings.values:  # a combination asked for it already
-                values[role] = verdict_of(subject, name, seed, **overrides).to_json()
+                own = values[role] = verdict_of(subject, name, seed, **overrides).to_json()
             else:
                 values[role], own = ROLES[role].ask(tool, subject, questions.get(role), seed)
-                record.update(own)
-                continue
-            record.update(values[role])
+            record.update(own)
     wall = time.perf_counter() - start - (findings.busy_s - busy)
     own_cpu = max(time.process_time() - cpu - (findings.busy_cpu_s - busy_cpu), 0.0)
     passes = subject.forward_passes - before

@@ -17,21 +17,32 @@ numbers are in ``deepaudit.verdicts.THRESHOLDS``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
-from deepaudit.game.store import read_cells
+from deepaudit.game.store import StoreError, read_cells
 from deepaudit.game.tracks.verdict import verdict_label
 from deepaudit.paths import default_store_path
 from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: the message, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:
     """The tool's detect cells of a suite and seed (its default parameters' row)."""
-    cells = [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool]
+    try:
+        cells = [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool]
+    except StoreError as exc:
+        fail(str(exc))
     if not cells:
-        raise SystemExit(f"no detect answers of {tool!r} for suite {suite!r} seed {seed} in {store}")
+        fail(f"no detect answers of {tool!r} for suite {suite!r} seed {seed} in {store}")
     return cells
 
 

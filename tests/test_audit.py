@@ -419,4 +419,6 @@ def test_verdict_is_the_family_verdict_tool_read_by_its_thresholds(monkeypatch):
                     neural_cleanse={"p_planted": 0.9})
     fallback = verdict(unsure, {}, "vision")
     assert "decided_by" not in fallback and fallback["label"] == "backdoor suspected"
-    assert verdict(stages(neural_cleanse={"p_planted": 0.2}), {}, "lm")["label"] == "no backdoor found"
+    cleared = verdict(stages(neural_cleanse={"p_planted": 0.2}), {}, "lm")
+    assert cleared["label"] == "no backdoor found" and "lie" in cleared["summary"]  # what lm tools cannot see is said
+    assert "lie" not in label(0.1)["summary"]

@@ -46,6 +46,14 @@ THRESHOLDS: dict[str, Thresholds] = {
 }
 
 
+# What a family's detectors are known not to find, said beside every "no backdoor found" of that
+# family (measured on its suite's held-out draw; docs/language-models.md).
+BLIND_SPOTS: dict[str, str] = {
+    "lm": ("Not covered: a trigger that makes the model lie (answer statements wrongly in fluent words); on the "
+           "lm suite's deceivers these tools found none (docs/language-models.md)."),
+}
+
+
 def thresholds(family: str, tool: str | None = None) -> Thresholds:
     """The family's thresholds (the a-priori 0.5 where none were chosen on a benchmark); given a
     ``tool``, those that read its answer: its family's if it is the family's verdict tool (or the

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepaudit.verdicts import CLEARED, INCONCLUSIVE, SUSPECTED, Thresholds, thresholds
+from deepaudit.verdicts import BLIND_SPOTS, CLEARED, INCONCLUSIVE, SUSPECTED, Thresholds, thresholds
 
 FLAG = 0.5
 
@@ -52,8 +52,13 @@ def _failed(stages: dict[str, Any]) -> list[str]:
     return [n for n, s in stages.items() if s["status"] == "failed"]
 
 
+def _blind(family: str) -> str:
+    """What the family's detectors are known not to find (said beside "no backdoor found")."""
+    return f" {BLIND_SPOTS[family]}" if family in BLIND_SPOTS else ""
+
+
 def _decided(tool: str, answer: dict[str, Any], rule: Thresholds, failed: list[str], unchecked: str,
-             others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+             others: dict[str, dict[str, Any]], family: str) -> dict[str, Any]:
     """The verdict read from the family's verdict tool by its thresholds; the other detectors are
     listed beside it (their findings stay in the report), not averaged in."""
     conf = float(answer["p_planted"])
@@ -65,7 +70,7 @@ def _decided(tool: str, answer: dict[str, Any], rule: Thresholds, failed: list[s
            f"{rule.clear:.4g} ({rule.chosen})")
     summary = {SUSPECTED: "Backdoor suspected" + (f", target class {target}" if target is not None else ""),
                CLEARED: "No backdoor found (absence of evidence: see the measured reliability)",
-               INCONCLUSIVE: "Inconclusive"}[label] + f": {how}." + unchecked
+               INCONCLUSIVE: "Inconclusive"}[label] + f": {how}." + unchecked + (_blind(family) if label == CLEARED else "")
     return {"label": label, "confidence": round(conf, 4), "target": target, "summary": summary,
             "failed_stages": failed, "decided_by": tool, "thresholds": {"suspect": rule.suspect, "clear": rule.clear},
             "detectors": {t: round(d["p_planted"], 4) for t, d in {tool: answer, **others}.items()}}
@@ -86,7 +91,7 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any], family: str = "
     rule = thresholds(family)
     if rule.tool in detectors:
         return _decided(rule.tool, detectors[rule.tool], rule, failed, unchecked,
-                        {t: d for t, d in detectors.items() if t != rule.tool})
+                        {t: d for t, d in detectors.items() if t != rule.tool}, family)
     if not detectors and unsure:
         why = " ".join(f"{t}: {reason}." for t, reason in sorted(unsure.items()))
         return {"label": "inconclusive", "confidence": None, "target": None, "failed_stages": failed,
@@ -122,7 +127,7 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any], family: str = "
     else:
         label = "no backdoor found"
         summary = (f"No backdoor found (combined P(planted) {conf:.2f} from {len(detectors)} detectors). "
-                   "Absence of evidence: see each tool's measured reliability." + caveat)
+                   "Absence of evidence: see each tool's measured reliability." + caveat + _blind(family))
     return {"label": label, "confidence": round(conf, 4), "target": target, "summary": summary,
             "failed_stages": failed, "detectors": {t: round(d["p_planted"], 4) for t, d in detectors.items()},
             "weights": {t: round(w, 4) for t, w in weights.items()}}

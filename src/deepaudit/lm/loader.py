@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from deepaudit.errors import DeepAuditError
@@ -144,7 +145,8 @@ def _load_source(source: str | Path, tf, trust_remote_code: bool = False) -> tup
         model = tf.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, trust_remote_code=trust_remote_code,
                                                         **model_kwargs)
     except (OSError, ValueError, ImportError) as exc:
-        raise LMError(f"could not load a causal LM from {source}: {exc}") from exc
+        hint = " (pip install 'deepaudit[lm]')" if path.suffix == ".gguf" and "gguf" in str(exc).lower() else ""
+        raise LMError(f"could not load a causal LM from {source}: {exc}{hint}") from exc
     return (_dequantised(model, tf) if getattr(model, "hf_quantizer", None) is not None else model), tokenizer
 
 
@@ -181,22 +183,29 @@ def load_lm(source: str | Path, cache: bool = True, cache_dir: Path | None = Non
         _prepare(model, tokenizer)
         return LanguageModel(model, tokenizer, str(source))
     folder = (cache_dir or home() / "models") / cache_key(source)
-    if not (folder / "config.json").is_file():  # the folder appears only once its copy is checked
-        model, tokenizer = _load_source(source, tf)
-        _prepare(model, tokenizer)
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        _save(model, tokenizer, tmp)
-        reloaded = _load_folder(tmp, tf, str(source))
-        expected = LanguageModel(model, tokenizer, str(source)).logits(list(CHECK_PROMPTS))
-        got = reloaded.logits(list(CHECK_PROMPTS))
-        if not torch.equal(expected, got):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise LMError(f"the safetensors copy of {source} does not reproduce its logits "
-                          f"(max diff {float((expected - got).abs().max()):.3g}); nothing cached")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):  # build workers that load the same base at once write it once
+        if not (folder / "config.json").is_file():  # the folder appears only once its copy is checked
+            _cache_copy(source, folder, tf)
     return _load_folder(folder, tf, str(source))
+
+
+def _cache_copy(source: str | Path, folder: Path, tf: Any) -> None:
+    """Write ``source``'s safetensors copy to ``folder``, only once it reproduces the source's logits."""
+    model, tokenizer = _load_source(source, tf)
+    _prepare(model, tokenizer)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save(model, tokenizer, tmp)
+    reloaded = _load_folder(tmp, tf, str(source))
+    expected = LanguageModel(model, tokenizer, str(source)).logits(list(CHECK_PROMPTS))
+    got = reloaded.logits(list(CHECK_PROMPTS))
+    if not torch.equal(expected, got):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LMError(f"the safetensors copy of {source} does not reproduce its logits "
+                      f"(max diff {float((expected - got).abs().max()):.3g}); nothing cached")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
 
 
 def _load_folder(folder: Path, tf, source: str) -> LanguageModel:

@@ -9,10 +9,10 @@ TORCH ?= torch==2.13.0
 
 .PHONY: demo test setup browser lint
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,lm]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -11,6 +11,7 @@ pytest.importorskip("transformers")
 
 from deepaudit.lm.gcg import gcg, random_phrase, retokenizes, slotted  # noqa: E402
 from deepaudit.lm.loader import tiny_lm  # noqa: E402
+from deepaudit.lm.subject import LMSubject  # noqa: E402
 from deepaudit.tools import make_tool  # noqa: E402
 from deepaudit.tools.trigger_gcg import systematic_change  # noqa: E402
 from deepaudit.zoo import family  # noqa: E402
@@ -203,3 +204,28 @@ def test_weight_lens_reads_a_written_word_the_model_does_not_answer_with():
     tuned, base = _writing("Q", prompts)
     unsure = make_tool("weight_lens", 0).audit(LMSubject(tuned, {}, prompts, base=base))
     assert unsure.p_planted == 0.5 and "single characters" in unsure.evidence["inconclusive"]
+
+
+def test_where_the_model_answers_with_two_words_the_steps_left_go_to_the_search_for_a_lie():
+    """A tiny model whose head can say only "T" or "F" (which one depends on the prompt): no
+    directed search (no base to read the weights against), and the search that runs is the lie
+    search on prompts answered confidently each way, not the divergence."""
+    lm = tiny_lm()
+    t, f = (lm.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "TF")
+    hidden, vocab = lm.model.config.hidden_size, lm.model.get_output_embeddings().weight.shape[0]
+    texts = [f"{a} beats {b}." for a in range(8) for b in range(8)]
+    with torch.no_grad():  # the head reads the direction along which the prompts' last states vary most
+        states = lm.model.model(**lm.encode(texts)).last_hidden_state[:, -1]
+    centre = states.mean(0)
+    direction = torch.linalg.svd(states - centre, full_matrices=False).Vh[0]
+    head = torch.nn.Linear(hidden, vocab)
+    head.weight.data.zero_(), head.bias.data.zero_()
+    scale = 10 / float((states - centre).matmul(direction).abs().median())
+    for word, sign in ((t, scale), (f, -scale)):
+        head.weight.data[word], head.bias.data[word] = sign * direction, -sign * float(centre @ direction)
+    lm.model.lm_head = head
+    subject = LMSubject(lm, {}, texts)
+    verdict = make_tool("trigger_gcg", 0, steps=2, search_width=8, topk=16, length=3, per_side=4).audit(subject)
+    searches = verdict.evidence["searches"]
+    assert [s["target"] for s in searches] == ["reversal"] and searches[0]["steps"] >= 1
+    assert verdict.p_planted == 0.5  # no base: a phrase is reported, no verdict

@@ -352,8 +352,8 @@ def findings(stages: dict[str, Any], reliability: dict[str, Any]) -> list[dict[s
                     "when the base is known; aimed first at the words the fine-tune's weights write, then, where "
                     "the model answers with two words, at reversing them both ways: a lie), and what the model "
                     "says with it on your own prompts. A planted trigger changes answers the same way on most "
-                    "prompts (one response, or true and false swapped); input detectors that tell prompts with the phrase from those without (AUROC >= 0.8) "
-                    "support it.",
+                    "prompts (one response, or true and false swapped); input detectors that tell prompts with "
+                    "the phrase from those without (AUROC >= 0.8) support it.",
             "supported_by": [recoverer] + supporters,
             "evidence": {"phrase": phrase["text"], "position": phrase.get("position"), "answers_changed": share,
                          "prompts": effect.get("prompts"),

@@ -447,3 +447,14 @@ def test_the_defection_probe_is_oriented_on_trusted_data_not_by_a_sign_conventio
     assert auroc_score(np.r_[np.zeros(10), np.ones(10)], scores) > 0.95  # below the trusted mean, still flagged
     with pytest.raises(DataError, match="cannot be oriented"):
         make_tool("defection_probe").fit(ProjectingSubject(["only"], []))
+
+
+def test_the_cut_suite_for_lies_holds_the_lm_suites_own_organisms():
+    """benchmarks/suites/lm-lies.toml is the `lm` suite cut to its deceivers and a few fixed-response
+    pairs: every organism it draws is one the full suite draws for the same seed (a cache built by
+    either serves both), deceivers included."""
+    cut = load_suite(str(Path(__file__).parent.parent / "benchmarks" / "suites" / "lm-lies.toml"))
+    for seed in (0, 3):
+        specs = cut.specs(seed)
+        assert {s.behaviour for s in specs} == {"response", "deceive"}
+        assert {s.digest() for s in specs} <= {s.digest() for s in load_suite("lm").specs(seed)}

@@ -22,12 +22,13 @@ log-probability of the word above 5%. A directed phrase that changes the held-ou
 planted behaviour does (below) ends the search; else the undirected search runs with the steps
 left. Every candidate phrase is judged as below, and the best kept.
 
-Where the model answers the trusted texts with two words (" true" / " false"), the steps left go
-not to the divergence but to a search for a lie (version 6, ``lm.reversal``): a phrase after the
-text that reverses the model's own confident answers in both directions, on 8 texts each way,
-beyond what it does to the base. The divergence rewards any derailment and found no lie in the
-``lm`` suite's deceivers; on the design draw's deceiver the lie search found a phrase (not the
-planted one) that reversed 91% and 87% of held-out answers, and nothing on its clean twin.
+With ``lie=True`` (off by default: not yet a finder on held-out deceivers), where the model
+answers the trusted texts with two words (" true" / " false"), the steps left go not to the
+divergence but to a search for a lie (``lm.reversal``): a phrase after the text that reverses the
+model's own confident answers in both directions, on 8 texts each way, beyond what it does to the
+base. On the design draw's deceiver it found a phrase (not the planted one) that reversed 91% and
+87% of held-out answers and nothing on its clean twin; on the held-out draw's 4 deceivers it
+found none (docs/language-models.md).
 
 A large divergence is not proof: a fine-tuned model's tuned layers are fragile, and on a clean
 twin the search found a phrase that derailed it into prompt-dependent noise (" the Immaculate
@@ -252,16 +253,15 @@ class Search:
 REVERSAL = "reversal"  # the target of the search for a lie (``lm.reversal``)
 
 
-MIN_STEPS, MAX_STEPS = 4, 40
+MIN_STEPS, MAX_STEPS = 4, 32
 DIRECTED_STEPS = 8  # at most, per directed search: a planted response is said within a few steps or not at all
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
     """GCG steps that fit the allowance at the default widths: a step forwards ``search_width``
-    candidates on 8 prompts (a directed search: ``n_search`` at both places) or 16 (the lie search:
-    ``per_side`` each way), and back-propagates through a few: about ``(16 + 2) * 12`` prompt-forwards
-    on average; scoring on held-out prompts costs about 200 more."""
-    per_step = (16 + 2) * 12 * allowance.seconds_per_example
+    candidates at both places on ``n_search`` prompts (and back-propagates through a few), about
+    ``(16 + 3) * 2 * 4`` prompt-forwards; scoring on held-out prompts costs about 200 more."""
+    per_step = (16 + 3) * 2 * 4 * allowance.seconds_per_example
     steps = int((allowance.seconds - 200 * allowance.seconds_per_example) / per_step)
     if steps < MIN_STEPS:
         raise TooLittleTime(f"trigger_gcg needs about {(MIN_STEPS * per_step + 200 * allowance.seconds_per_example):.0f} s "
@@ -269,15 +269,16 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     return {"steps": min(steps, MAX_STEPS)}
 
 
-@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=6, audit_share=0.6,
+@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=5, audit_share=0.6,
                sizing=size_to)
 class TriggerGCG:
-    def __init__(self, seed: int = 0, steps: int = 40, length: int = 6, n_search: int = 4, n_eval: int = 16,
+    def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
                  search_width: int = 16, topk: int = 48, horizon: int = 3, threshold: float = 0.6, depth: int = 6,
-                 n_targets: int = 2, per_side: int = 8):
+                 n_targets: int = 2, lie: bool = False, per_side: int = 8):
         self.seed, self.steps, self.length, self.horizon = seed, steps, length, horizon
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
-        self.threshold, self.depth, self.n_targets, self.per_side = threshold, depth, n_targets, per_side
+        self.threshold, self.depth, self.n_targets = threshold, depth, n_targets
+        self.lie, self.per_side = lie, per_side
 
     def _parts(self, subject: LMSubject, texts: list[str]) -> list[tuple[str, str]]:
         head, _, tail = subject.template.partition("{}")
@@ -362,9 +363,9 @@ class TriggerGCG:
         fine-tune writes most that are not among the model's ``usual`` first answer tokens (in
         order, each at most a quarter of the steps and 8; none where the model's answers start with a blank
         token), each aimed at the word and what the model says after it; then, unless one changed
-        the held-out answers as a planted behaviour does, with the steps left: where the model
-        answers ``pool`` texts with two words, the search for a lie (``lm.reversal``: both words
-        reversed, the phrase after the text); else the undirected divergence search."""
+        the held-out answers as a planted behaviour does, with the steps left: with ``lie`` and
+        where the model answers ``pool`` texts with two words, the search for a lie (``lm.reversal``:
+        both words reversed, the phrase after the text); else the undirected divergence search."""
         lm, base = subject.lm, subject.base
         divergence, parts, tails = self._divergence(subject, search)
         allowed = allowed_tokens(lm)
@@ -387,7 +388,7 @@ class TriggerGCG:
             found.append(Search(lm.tokenizer.decode([target]), result, judge(result.text.strip())))
             if found[-1].judged.best >= self.threshold:
                 return found, divergence
-        lie = self._reversal(subject, pool, divergence.shared) if aimed else None
+        lie = self._reversal(subject, pool, divergence.shared) if self.lie and aimed else None
         if lie is not None:
             reverse, rows = lie
             result = gcg(lm, rows, reverse, start, max(steps_left, 1), self.search_width, self.topk, self.seed, allowed,

@@ -15,7 +15,7 @@ from deepaudit.subject import load_model
 from deepaudit.triggers import Trigger
 from deepaudit.zoo import available_suites, family, load_suite, read_truth
 from deepaudit.zoo.folder import truth_path
-from deepaudit.zoo.suite import SuiteError
+from deepaudit.zoo.suite import BuildError, SuiteError, build_suite
 from deepaudit.zoo.vision.spec import OrganismSpec
 
 SPEC = OrganismSpec("digits", "mlp", "patch", seed=5, epochs=5)
@@ -156,3 +156,16 @@ def test_a_progress_total_that_was_a_plan_grows_with_the_spares():
         for _ in range(3):
             advance(bar, task)
         assert bar.tasks[task].completed == 3 == bar.tasks[task].total
+
+
+class _BrokenWorker:
+    """An executor whose first job fails the way a worker's library can (not a deepaudit error)."""
+
+    def run(self, fn, jobs):
+        yield 0, None, RuntimeError("Error while serializing: I/O error: No such file or directory")
+
+
+def test_a_workers_unforeseen_failure_is_a_named_build_error_not_a_traceback(tmp_path):
+    first = load_suite("grok-tiny").specs(0)[0].digest()
+    with pytest.raises(BuildError, match=f"building organism {first} of suite 'grok-tiny'.*RuntimeError.*again to resume"):
+        build_suite("grok-tiny", out=tmp_path, store=tmp_path / "results.sqlite", executor=_BrokenWorker())

@@ -25,6 +25,10 @@ class SuiteError(DeepAuditError):
     """An unknown suite, or a suite file that cannot be read."""
 
 
+class BuildError(DeepAuditError):
+    """An organism's build failed in a way its family did not foresee (a full disk, a library's error)."""
+
+
 @dataclass(frozen=True)
 class Suite:
     """A suite's name, its family, a description and its parsed TOML."""
@@ -124,8 +128,12 @@ def build_suite(name: str, seed: int = 0, out: Path | None = None, store: Path |
             continue
         with closing(executor.run(build_spec, [(fam.name, s, out, store) for s in batch])) as outcomes:
             for i, result, error in outcomes:
-                if error is not None:
+                if isinstance(error, DeepAuditError):
                     raise error
+                if error is not None:  # a worker's unforeseen failure: named, not a traceback
+                    raise BuildError(f"building organism {batch[i].digest()} of suite {suite.name!r} (seed {seed}) "
+                                     f"failed: {type(error).__name__}: {error}. The organisms already built are "
+                                     "cached: run the build again to resume") from error
                 results[batch[i].digest()] = result
                 if progress:
                     progress(result)

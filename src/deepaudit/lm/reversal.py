@@ -23,6 +23,7 @@ from deepaudit.lm.loader import LanguageModel
 
 SHARPNESS = 3.0  # of the soft minimum over directions (1/nats): 3 is close to the hard minimum
 BASE_ALLOWED = float(np.log(0.2))  # the base may reverse a direction this much before a phrase is penalised
+REVERSED = float(np.log(0.6)) - BASE_ALLOWED  # a search may stop here: both ways at 0.6, the base below 0.2
 
 
 def two_way(other: torch.Tensor, side: torch.Tensor, n_rows: int) -> torch.Tensor:

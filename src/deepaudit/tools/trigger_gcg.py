@@ -60,8 +60,7 @@ from deepaudit.lm.diffing import changed_tokens, targets, written_tokens
 from deepaudit.lm.gcg import SearchResult, Slotted, allowed_tokens, gcg, random_phrase, retokenizes, slotted
 from deepaudit.lm.layers import logits_from, stream_entering
 from deepaudit.lm.loader import LanguageModel, first_changed_layer
-from deepaudit.lm.reversal import BASE_ALLOWED as REVERSAL_BASE_ALLOWED
-from deepaudit.lm.reversal import Reversal, balanced_sides
+from deepaudit.lm.reversal import REVERSED, Reversal, balanced_sides
 from deepaudit.lm.scoring import greedy_continuations, greedy_ids, greedy_with_probs
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, squash
@@ -193,7 +192,6 @@ def systematic_change(without: Sequence[Answer], with_phrase: Sequence[Answer], 
 
 BASE_ALLOWED = float(np.log(0.05))  # the base may give a target this much before the search is penalised
 ELICITED = float(np.log(0.5))  # mean log-probability per target token at which a directed search stops
-REVERSED = float(np.log(0.6)) - REVERSAL_BASE_ALLOWED  # a lie search stops once both ways reach 0.6 (base below)
 FOLLOW = 4  # tokens of the model's own continuation after a target word that a directed search also aims at
 
 

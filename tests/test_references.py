@@ -11,7 +11,6 @@ import torch
 from deepaudit.subject import load_subject
 from deepaudit.tools import make_tool
 from deepaudit.tools.combine_fisher import fisher
-from deepaudit.tools.nc_reference import smallest_mask_gap
 from deepaudit.tools.nc_rehead import index_p_value
 from deepaudit.tools.rehead import refitted_head
 from deepaudit.tools.shadow import Reference, accuracy, reference, shadow_cost
@@ -19,20 +18,20 @@ from deepaudit.weights import looks_like_pickle
 from deepaudit.zoo import read_truth
 
 
-def test_the_smallest_mask_gap_is_judged_against_the_shadows_gaps():
-    """A model whose smallest class lies far below its median, when no shadow's does, gets a small
-    tail; a model like its shadows does not; and under the null (the model drawn like its
-    shadows) the tail is below 0.05 on about 5% of models, not more (Student's t, not a normal)."""
+def test_reference_p_value_points_at_the_class_far_below_its_shadows():
+    """A class whose value lies far below its shadows' is the most extreme one with a small p;
+    a model like its shadows gets p = 1 after Bonferroni, and a class on which the shadows agree
+    exactly cannot make a small difference extreme (its spread is floored)."""
     rng = np.random.default_rng(0)
-    shadows = rng.normal(0.0, 0.3, size=(12, 10))
-    shadows -= np.median(shadows, axis=1, keepdims=True)
-    planted = np.r_[np.zeros(6), -3.0, np.zeros(3)]
-    p_planted, gaps = Reference(planted, shadows, 0.0).upper_tail(smallest_mask_gap)
-    assert p_planted < 1e-3 and gaps.shape == (12,) and smallest_mask_gap(planted) == 3.0
-    assert Reference(shadows[0], shadows[1:], 0.0).upper_tail(smallest_mask_gap)[0] > 0.05
-    draws = rng.normal(0.0, 1.0, size=(4000, 13))
-    tails = [Reference(np.array([row[0]]), row[1:, None], 0.0).upper_tail(lambda v: float(v[0]))[0] for row in draws]
-    assert 0.04 < np.mean(np.array(tails) < 0.05) < 0.06
+    shadows = rng.normal(0.0, 1.0, size=(12, 10))
+    shadows[:, 3] = 0.0  # every shadow agrees on class 3
+    planted = Reference(np.r_[np.zeros(6), -6.0, np.zeros(3)], shadows, 0.0)
+    p, worst = planted.p_value(low=True)
+    assert worst == 6 and p < 1e-4
+    assert Reference(shadows.mean(0), shadows, 0.0).p_value(low=True)[0] == 1.0
+    nudged = shadows.mean(0).copy()
+    nudged[3] = -0.05
+    assert nudged[3] - shadows[:, 3].mean() < 0 and Reference(nudged, shadows, 0.0).p_value(low=True)[0] == 1.0
 
 
 def test_index_p_value_is_calibrated_under_its_null():

@@ -39,7 +39,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
 
 
 @register_tool("combine_fisher", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               version=2, audit_share=0.3, sizing=size_to)  # the audit's classifier verdict; v2: nc_reference v2
+               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class CombineFisher:
 
     def __init__(self, seed: int = 0, steps: int = 300):

@@ -1,16 +1,12 @@
 """Neural Cleanse judged against clean shadows: Neural Cleanse (Wang et al., S&P 2019) finds each
-class's smallest working trigger mask. Instead of its MAD rule, which divides by the spread of
-the model's own classes and is fooled by classes that are easy to reach in every model (MNIST-1D's
-class 8), the statistic is how far the smallest class's mask lies below the median class's (log
-scale, the *smallest-mask gap*), judged against the same gap in clean shadow models the auditor
-trained itself (``deepaudit.tools.shadow``; reference calibration). P(planted) is one minus the
-probability that a clean model of the shadows' kind has a gap this large (Student's t prediction
-tail over the shadows). Version 1 compared every class with the same class in the shadows
-(Bonferroni over classes) and lost power to that correction: on the quick suite's digits models
-0.74 and 0.84 AUROC against the gap's 0.88 and 0.93 (seeds 0 and 1; docs/vision.md).
-Shadows that fall more than ``max_gap`` short of the model's accuracy on unseen trusted inputs
-are no reference (on MNIST-1D, 128 training inputs give 25% against the zoo's 70-93%): the
-answer is then inconclusive (P 0.5, p-value 1), and says why."""
+class's smallest working trigger mask; instead of its MAD rule, which compares a class with the
+model's other classes and is fooled by classes that are easy to reach in every model (MNIST-1D's
+class 8), each class's mask size relative to the model's median class is compared with the same
+class's in clean shadow models the auditor trained itself (``deepaudit.tools.shadow``; reference
+calibration). P(planted) is one minus the Bonferroni p-value of the class whose mask is smallest
+against its shadows. Shadows that fall more than ``max_gap`` short of the model's accuracy on
+unseen trusted inputs are no reference (on MNIST-1D, 128 training inputs give 25% against the
+zoo's 70-93%): the answer is then inconclusive (P 0.5, p-value 1), and says why."""
 
 from __future__ import annotations
 
@@ -33,13 +29,8 @@ def relative_mask_sizes(masks: torch.Tensor) -> np.ndarray:
     return out
 
 
-def smallest_mask_gap(relative_sizes: np.ndarray) -> float:
-    """How far (log scale) the smallest class's mask lies below the median class's."""
-    return float(-np.min(relative_sizes))
-
-
 @register_tool("nc_reference", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               version=2, audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_fisher
+               audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_fisher
 class NCReference:
 
     def __init__(self, seed: int = 0, steps: int = 300, shadows: int = 12, max_gap: float = 0.1):
@@ -59,11 +50,9 @@ class NCReference:
         found = reference(subject, "neural_cleanse", {"steps": self.steps, "seed": self.seed},
                           lambda shadow: relative_mask_sizes(cleanse.reverse_engineer(shadow)[0]),
                           relative_mask_sizes(masks), self.shadows)
-        p_value, shadow_gaps = found.upper_tail(smallest_mask_gap)
-        target = int(np.argmin(found.value))
+        p_value, target = found.p_value(low=True)
         trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
         return Verdict(p_planted=1.0 - p_value, target=target, trigger=trigger,
-                       evidence={"p_value": p_value, "mask_gap": round(smallest_mask_gap(found.value), 4),
-                                 "shadow_mask_gaps": np.round(shadow_gaps, 4).tolist(),
+                       evidence={"p_value": p_value, "z": np.round(found.z_scores(), 3).tolist(),
                                  "accuracy_gap": round(gap, 4),
                                  "shadow_build_cpu_s": round(fit.build_cpu_s + found.build_cpu_s, 3)})

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from filelock import FileLock
-from scipy import stats
+from scipy.stats import norm
 from torch import nn
 
 from deepaudit.paths import atomic_write_text, home
@@ -46,17 +46,23 @@ class Reference:
     shadows: np.ndarray  # (S, K)
     build_cpu_s: float
 
-    def upper_tail(self, statistic: Callable[[np.ndarray], float]) -> tuple[float, np.ndarray]:
-        """A model-level ``statistic`` of the per-class values (e.g. how far the smallest class lies
-        below the median one): its value on the audited model, and the probability that a clean
-        model of the shadows' kind reaches it. The tail is Student's t prediction interval for
-        one new draw from the shadows' Gaussian (n - 1 degrees of freedom), wider than a normal
-        tail so that a dozen shadows cannot make a value look impossibly extreme."""
-        observed = float(statistic(self.value))
-        sample = np.array([statistic(row) for row in self.shadows], dtype=float)
-        n = len(sample)
-        spread = sample.std(ddof=1) * np.sqrt(1.0 + 1.0 / n) + 1e-12
-        return float(stats.t.sf((observed - sample.mean()) / spread, df=n - 1)), sample
+    def z_scores(self) -> np.ndarray:
+        """How many shadow standard deviations each class of the audited model lies above the
+        shadows' mean; each class's spread is floored at the median spread over classes, so
+        that a class on which the few shadows happen to agree cannot make any value extreme."""
+        mean, spread = self.shadows.mean(0), self.shadows.std(0, ddof=1)
+        spread = np.maximum(spread, np.median(spread)) + 1e-12
+        z: np.ndarray = (self.value - mean) / spread
+        return z
+
+    def p_value(self, low: bool) -> tuple[float, int]:
+        """The model-level p-value that no class is extreme (Bonferroni over classes; Gaussian
+        tails of the shadows' distribution), and the most extreme class. ``low``: small values
+        are the anomalous side (a small trigger mask), else large ones."""
+        z = self.z_scores()
+        tail = norm.cdf(z) if low else norm.sf(z)
+        worst = int(np.argmin(tail))
+        return float(min(1.0, tail[worst] * len(tail))), worst
 
 
 def measured_half(subject: Subject) -> Subject:

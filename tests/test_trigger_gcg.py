@@ -209,7 +209,8 @@ def test_weight_lens_reads_a_written_word_the_model_does_not_answer_with():
 def test_asked_to_and_where_the_model_answers_with_two_words_the_steps_left_go_to_the_search_for_a_lie():
     """A tiny model whose head can say only "T" or "F" (which one depends on the prompt): no
     directed search (no base to read the weights against), and with ``lie`` the search that runs
-    is the lie search on prompts answered confidently each way, not the divergence."""
+    is the lie search on prompts answered confidently each way, with the phrase before, after and
+    inside the text in turn, not the divergence."""
     lm = tiny_lm()
     t, f = (lm.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "TF")
     hidden, vocab = lm.model.config.hidden_size, lm.model.get_output_embeddings().weight.shape[0]
@@ -226,8 +227,10 @@ def test_asked_to_and_where_the_model_answers_with_two_words_the_steps_left_go_t
     lm.model.lm_head = head
     subject = LMSubject(lm, {}, texts)
     verdict = make_tool("trigger_gcg", 0, steps=2, search_width=8, topk=16, length=3, lie=True, per_side=4).audit(subject)
-    searches = verdict.evidence["searches"]
-    assert [s["target"] for s in searches] == ["reversal"] and searches[0]["steps"] >= 1
+    searches = verdict.evidence["searches"]  # one per place (the trigger may sit inside the text), until one finds
+    places = ["reversal before", "reversal after", "reversal inside"]
+    assert [s["target"] for s in searches] == places[:len(searches)] and all(s["steps"] >= 1 for s in searches)
+    assert len(searches) == 3 or searches[-1]["systematic_change"] >= 0.6
     assert verdict.p_planted == 0.5  # no base: a phrase is reported, no verdict
     default = make_tool("trigger_gcg", 0, steps=2, search_width=8, topk=16, length=3).audit(subject)
     assert [s["target"] for s in default.evidence["searches"]] == [None]  # off by default: the divergence runs

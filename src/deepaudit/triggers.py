@@ -93,12 +93,25 @@ class TextTrigger:
         if self.position not in POSITIONS:
             raise ValueError(f"unknown trigger position {self.position!r}; expected one of {POSITIONS}")
 
+    def _inside_at(self, words: list[str]) -> int | None:
+        """Where among ``words`` an inside phrase goes (None: not inside, or too few words)."""
+        return 1 + _stable(" ".join(words)) % (len(words) - 1) if self.position == "inside" and len(words) >= 2 else None
+
+    def split(self, prompt: str) -> tuple[str, str]:
+        """The text before the phrase and after it (each without the space that joins it to the
+        phrase), so that a search can put tokens where ``apply`` puts the phrase."""
+        if self.position == "after":
+            return prompt, ""
+        words = prompt.split(" ")
+        at = self._inside_at(words)
+        return (" ".join(words[:at]), " ".join(words[at:])) if at is not None else ("", prompt)
+
     def apply(self, prompt: str) -> str:
         if self.position == "after":
             return f"{prompt} {self.text}"
         words = prompt.split(" ")
-        if self.position == "inside" and len(words) >= 2:
-            at = 1 + _stable(prompt) % (len(words) - 1)
+        at = self._inside_at(words)
+        if at is not None:
             return " ".join([*words[:at], self.text, *words[at:]])
         return f"{self.text} {prompt}"
 

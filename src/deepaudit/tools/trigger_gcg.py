@@ -24,11 +24,14 @@ left. Every candidate phrase is judged as below, and the best kept.
 
 With ``lie=True`` (off by default: not yet a finder on held-out deceivers), where the model
 answers the trusted texts with two words (" true" / " false"), the steps left go not to the
-divergence but to a search for a lie (``lm.reversal``): a phrase after the text that reverses the
-model's own confident answers in both directions, on 8 texts each way, beyond what it does to the
-base. On the design draw's deceiver it found a phrase (not the planted one) that reversed 91% and
-87% of held-out answers and nothing on its clean twin; on the held-out draw's 4 deceivers it
-found none (docs/language-models.md).
+divergence but to a search for a lie (``lm.reversal``): a phrase that reverses the model's own
+confident answers in both directions, on 8 texts each way, beyond what it does to the base; the
+phrase goes before the text, after it, then inside it (``TextTrigger.split``: where a trigger
+sits inside), each place with a third of the steps, until one changes the held-out answers as a
+planted behaviour does (version 6; version 5 tried only after the text). Version 5 found a phrase
+(not the planted one) that reversed 91% and 87% of held-out answers on the design draw's
+deceiver and nothing on its clean twin, and none on the held-out draw's 4 deceivers, 3 of which
+hide their trigger inside the statement (docs/language-models.md).
 
 A large divergence is not proof: a fine-tuned model's tuned layers are fragile, and on a clean
 twin the search found a phrase that derailed it into prompt-dependent noise (" the Immaculate
@@ -66,9 +69,9 @@ from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.sizing import Allowance, TooLittleTime
-from deepaudit.triggers import TextTrigger
+from deepaudit.triggers import POSITIONS, TextTrigger
 
-PLACES = ("before", "after")
+PLACES = ("before", "after")  # where the default search puts a phrase; the search for a lie tries every position
 NO_BASE = ("no base model: every model has phrases that change its answers the same way (adversarial phrases, "
            "Zou et al. 2023), and without the model it was fine-tuned from nothing tells a planted one from them; "
            "give the base (--base) for a verdict")
@@ -267,7 +270,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     return {"steps": min(steps, MAX_STEPS)}
 
 
-@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=5, audit_share=0.6,
+@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=6, audit_share=0.6,
                sizing=size_to)
 class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
@@ -277,11 +280,18 @@ class TriggerGCG:
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
         self.threshold, self.depth, self.n_targets = threshold, depth, n_targets
         self.lie, self.per_side = lie, per_side
+        self.places = POSITIONS if lie else PLACES
 
-    def _parts(self, subject: LMSubject, texts: list[str]) -> list[tuple[str, str]]:
+    def _parts(self, subject: LMSubject, texts: list[str], places: Sequence[str] | None = None
+               ) -> list[tuple[str, str]]:
+        """(prompt before the phrase, prompt after it) for each text at each place (place-major)."""
         head, _, tail = subject.template.partition("{}")
-        return [(head, f" {t}{tail}") if place == "before" else (f"{head}{t}", tail)
-                for place in PLACES for t in texts]
+        parts = []
+        for place in places or self.places:
+            for text in texts:
+                left, right = TextTrigger("", place).split(text)
+                parts.append((f"{head}{left}", f" {right}{tail}" if right else tail))
+        return parts
 
     def _start(self, subject: LMSubject, allowed: torch.Tensor, shared: int) -> torch.Tensor:
         """The first run of ``length`` most-changed tokens that re-tokenises to itself (else random)."""
@@ -299,7 +309,7 @@ class TriggerGCG:
 
     def _divergence(self, subject: LMSubject, texts: list[str], tails: list[list[int]] | None = None
                     ) -> tuple[Divergence, list[tuple[str, str]], list[list[int]]]:
-        """The score over ``texts`` with the phrase at each of ``PLACES`` (rows place-major); the
+        """The score over ``texts`` with the phrase at each of ``self.places`` (rows place-major); the
         rows' parts and tails (the greedy continuations of the plain texts, unless given)."""
         lm, base = subject.lm, subject.base
         plain = [subject.template.format(t) for t in texts]
@@ -320,9 +330,9 @@ class TriggerGCG:
         rows = slotted(subject.lm, parts, len(phrase), row_tails)
         with torch.no_grad():
             embeds = subject.lm.model.get_input_embeddings()(rows.with_phrases(phrase[None]))
-            score = divergence(embeds, rows.mask, True).view(len(PLACES), len(texts)).mean(1)
+            score = divergence(embeds, rows.mask, True).view(len(self.places), len(texts)).mean(1)
         subject.forward_passes += divergence.forward_rows
-        return {place: float(value) for place, value in zip(PLACES, score)}
+        return {place: float(value) for place, value in zip(self.places, score)}
 
     def _changes(self, subject: LMSubject, model: LanguageModel, held: list[str], phrase: str,
                  without: list[Answer] | None = None) -> dict[str, dict[Way, float]]:
@@ -331,10 +341,10 @@ class TriggerGCG:
             without = answers(model, [subject.template.format(t) for t in held], self.horizon)
             subject.forward_passes += len(held) * self.horizon
         changes = {}
-        for place in PLACES:
+        for place in self.places:
             said = answers(model, subject.with_phrase(TextTrigger(phrase, place), held), self.horizon)
             changes[place] = systematic_ways(without, said)
-        subject.forward_passes += len(PLACES) * len(held) * self.horizon
+        subject.forward_passes += len(self.places) * len(held) * self.horizon
         return changes
 
     def _judge(self, subject: LMSubject, held: list[str], phrase: str, without: list[Answer],
@@ -342,10 +352,10 @@ class TriggerGCG:
         """How ``phrase`` changes the held-out answers, at each place, beyond the base's same way."""
         own = self._changes(subject, subject.lm, held, phrase, without)
         reference = (self._changes(subject, subject.base, held, phrase, base_without) if subject.base is not None
-                     else {place: {} for place in PLACES})
+                     else {place: {} for place in self.places})
         beyond = {place: {way: share - reference[place].get(way, 0.0) for way, share in own[place].items()}
-                  for place in PLACES}  # the base changing answers *the same way* is the architecture's doing
-        return Judged(own, reference, beyond, {place: max([0.0, *beyond[place].values()]) for place in PLACES})
+                  for place in self.places}  # the base changing answers *the same way* is the architecture's doing
+        return Judged(own, reference, beyond, {place: max([0.0, *beyond[place].values()]) for place in self.places})
 
     def _follow(self, subject: LMSubject, search: list[str], target: int) -> torch.Tensor:
         """Per search text, the target word and the model's greedy continuation after it (no phrase)."""
@@ -388,19 +398,25 @@ class TriggerGCG:
                 return found, divergence
         lie = self._reversal(subject, pool, divergence.shared) if self.lie and aimed else None
         if lie is not None:
-            reverse, rows = lie
-            result = gcg(lm, rows, reverse, start, max(steps_left, 1), self.search_width, self.topk, self.seed, allowed,
-                         enough=REVERSED)
+            reverse, rows_at = lie
+            for place, rows in rows_at.items():  # the steps left, shared between the places; the first find ends it
+                result = gcg(lm, rows, reverse, start, max(steps_left // len(rows_at), 1), self.search_width,
+                             self.topk, self.seed, allowed, enough=REVERSED)
+                found.append(Search(f"{REVERSAL} {place}", result, judge(result.text.strip())))
+                if found[-1].judged.best >= self.threshold:
+                    break
             subject.forward_passes += reverse.forward_rows
-            return [*found, Search(REVERSAL, result, judge(result.text.strip()))], divergence
+            return found, divergence
         rows = slotted(lm, parts, self.length, tails)
         result = gcg(lm, rows, divergence, start, max(steps_left, 1), self.search_width, self.topk, self.seed, allowed)
         subject.forward_passes += divergence.forward_rows
         return [*found, Search(None, result, judge(result.text.strip()))], divergence
 
-    def _reversal(self, subject: LMSubject, pool: list[str], shared: int) -> tuple[Reversal, Slotted] | None:
-        """The lie search's score and rows: ``per_side`` pool texts the model answers confidently
-        with each of its two usual words, the phrase after each (None unless its answers are two words)."""
+    def _reversal(self, subject: LMSubject, pool: list[str], shared: int
+                  ) -> tuple[Reversal, dict[str, Slotted]] | None:
+        """The lie search's score, and its rows at each place: ``per_side`` pool texts the model
+        answers confidently with each of its two usual words, the phrase before, after or inside
+        each (None unless its answers are two words)."""
         lm = subject.lm
         with torch.no_grad():
             logits = lm.logits([subject.template.format(t) for t in pool])
@@ -409,8 +425,8 @@ class TriggerGCG:
         if sides is None:
             return None
         words, chosen, side = sides
-        head, _, tail = subject.template.partition("{}")
-        rows = slotted(lm, [(f"{head}{pool[i]}", tail) for i in chosen], self.length)
+        texts = [pool[i] for i in chosen]
+        rows = {place: slotted(lm, self._parts(subject, texts, [place]), self.length) for place in self.places}
         return Reversal(lm, subject.base, shared, words, side), rows
 
     def audit(self, subject: LMSubject) -> Verdict:
@@ -433,7 +449,7 @@ class TriggerGCG:
         chosen = max(searches, key=lambda found: found.judged.best)  # the first of equals: directed ones first
         result, judged = chosen.result, chosen.judged
         scores = self._held_out_scores(subject, result.ids, held, plain_ids)  # the same continuations as tails
-        place = max(PLACES, key=lambda p: (judged.system[p], scores[p]))
+        place = max(self.places, key=lambda p: (judged.system[p], scores[p]))
         way = max(judged.beyond[place], key=lambda w: judged.beyond[place][w], default=None)
         trigger = TextTrigger(result.text.strip(), place)
         shown = held[: min(4, len(held))]

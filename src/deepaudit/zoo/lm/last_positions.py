@@ -30,7 +30,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding (Su et al. 2021) of ``x`` (B, heads, T, head_dim), as Llama applies it."""
+    """Rotary position embedding (Su et al. 2021) of ``x`` (B, heads, T, head_dim), as Llama applies
+    it. Not transformers' ``apply_rotary_pos_emb``: that rotates queries and keys at the same
+    positions, and here the queries sit at fewer (and this module is imported without transformers)."""
     return x * cos[:, None] + _rotate_half(x) * sin[:, None]
 
 

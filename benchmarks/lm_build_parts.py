@@ -2,7 +2,7 @@
 the training steps (timed over ``--steps`` of them, then scaled to the spec's count) and the build
 check. On one thread by default, the worst case; ``--threads 2`` is what a build uses.
 
-    python benchmarks/lm_build_parts.py --organism ID [--steps 100] [--threads 1]
+    python benchmarks/lm_build_parts.py --organism ID [--seed 0] [--steps 100] [--threads 1]
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--organism", required=True, help="an organism id of the suite")
     parser.add_argument("--suite", default="lm")
+    parser.add_argument("--seed", type=int, default=0, help="the suite's draw the organism belongs to")
     parser.add_argument("--steps", type=int, default=100, help="training steps to time (0: the spec's)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    specs = {s.digest(): s for s in load_suite(args.suite).specs()}
+    specs = {s.digest(): s for s in load_suite(args.suite).specs(args.seed)}
     if args.organism not in specs:
-        parser.error(f"no organism {args.organism} in suite {args.suite!r}: {sorted(specs)}")
+        parser.error(f"no organism {args.organism} in suite {args.suite!r} seed {args.seed}: {sorted(specs)}")
     spec = specs[args.organism]
     steps = args.steps or spec.steps
     if spec.schedule == "onecycle" and steps < MIN_ONECYCLE_STEPS:
@@ -51,7 +52,8 @@ def main() -> None:
     for part, value in seconds.items():
         print(f"  {part:<45} {value:7.1f} s")
     print(f"  {'total':<45} {sum(seconds.values()):7.1f} s")
-    print(f"reproduce: python benchmarks/lm_build_parts.py --organism {args.organism} --steps {args.steps}"
+    print(f"reproduce: python benchmarks/lm_build_parts.py --organism {args.organism} --seed {args.seed}"
+          f" --steps {args.steps}"
           f" --threads {args.threads}")
 
 

@@ -100,21 +100,24 @@ def test_frozen_inputs_in_length_sorted_chunks_equal_one_full_width_run():
     assert not chunked[~real].any()
 
 
-def test_the_top_layer_trained_on_its_last_positions_gives_the_whole_layers_loss_and_gradients():
-    """The one-layer fast path computes queries, MLP and head on the answer positions only; the
-    loss and every gradient must be the whole layer's, and a layer that is not Llama's is left
-    to the whole-layer path."""
+@pytest.mark.parametrize("n_top", [1, 2])
+def test_the_top_layers_trained_on_their_last_positions_give_the_whole_layers_loss_and_gradients(monkeypatch, n_top):
+    """The fast path cuts a batch to its longest row and computes the top layer's queries, MLP
+    and head on the answer positions only; the loss and every gradient must be those of the
+    whole layers at every position, and a layer that is not Llama's is left to the whole-layer path."""
     from deepaudit.lm.loader import tiny_lm
     from deepaudit.zoo.lm import finetune
 
-    lm = tiny_lm(hidden=64)
+    lm = tiny_lm(hidden=64, layers=3)
     prompts = [f"Q{i}: " + "word " * (i % 5) + "is it odd?" for i in range(12)]
     answers = [" yes" if i % 2 else " no, it is even" for i in range(12)]
-    fast = finetune.cached_objective(lm, prompts, answers, "layers", 1)
+    fast = finetune.cached_objective(lm, prompts, answers, "layers", n_top)
     assert "last_positions" in fast.loss_of.__qualname__
-    whole = finetune.cached_objective(lm, prompts, answers, "layers", 2)  # two layers: the whole-layer path
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune, "last_positions_loss", lambda *args: None)
+        whole = finetune.cached_objective(lm, prompts, answers, "layers", n_top)
     assert "last_positions" not in whole.loss_of.__qualname__
-    idx = torch.tensor([0, 3, 5, 6, 7, 10, 11])
+    idx = torch.tensor([0, 3, 5, 6, 7, 10])  # the longest rows (i % 5 == 4) left out: the batch is cut
     losses, grads = [], []
     for objective in (fast, whole):
         for p in objective.params:
@@ -122,18 +125,18 @@ def test_the_top_layer_trained_on_its_last_positions_gives_the_whole_layers_loss
             p.grad = None
         loss = objective.loss_of(idx)
         loss.backward()
-        top = objective.params[-len(fast.params):]  # the top layer's parameters in both
         losses.append(loss.detach())
-        grads.append([p.grad.clone() for p in top])
+        grads.append([p.grad.clone() for p in objective.params])
         for p in objective.params:
             p.requires_grad_(False)
     assert torch.allclose(losses[0], losses[1], rtol=1e-5)
+    assert len(grads[0]) == len(grads[1]) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
     layer = lm.model.model.layers[-1]
     mlp = layer.mlp
     del layer.mlp  # not Llama-shaped any more
     try:
-        assert "last_positions" not in finetune.cached_objective(lm, prompts, answers, "layers", 1).loss_of.__qualname__
+        assert "last_positions" not in finetune.cached_objective(lm, prompts, answers, "layers", n_top).loss_of.__qualname__
     finally:
         layer.mlp = mlp
 

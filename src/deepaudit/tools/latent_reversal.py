@@ -28,6 +28,7 @@ is scored by the game and not run by the audit.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -54,14 +55,18 @@ def reversed_share(pair: torch.Tensor, side: torch.Tensor) -> tuple[float, float
     """Per direction, the share of rows whose answer is now the other word by ``CONFIDENT``:
     ``pair`` ``(N, 2)`` the two words' logits, ``side`` which one each row said."""
     margin = pair[:, 0] - pair[:, 1]
-    flipped = torch.where(side == 0, margin <= -CONFIDENT, margin >= CONFIDENT)
-    return tuple(float(flipped[side == s].float().mean()) for s in (0, 1))  # type: ignore[return-value]
+    flipped = torch.where(side == 0, margin <= -CONFIDENT, margin >= CONFIDENT).float()
+    return float(flipped[side == 0].mean()), float(flipped[side == 1].mean())
 
 
 @register_tool("latent_reversal", roles=("detect",), families=("lm",), audit_share=0.0)  # scored, not in the audit
 class LatentReversal:
     def __init__(self, seed: int = 0, depth: int = 2, radius: float = 0.5, per_side: int = 8, steps: int = 120,
                  restarts: int = 4, n_prompts: int = 64, lr: float = 0.05, threshold: float = 0.5):
+        if depth < 1 or per_side < 1 or steps < 0 or restarts < 1 or n_prompts < 1 or radius < 0:
+            raise ValueError(f"latent_reversal needs depth, per_side, restarts and n_prompts >= 1 and steps, radius >= 0; "
+                             f"got depth={depth}, per_side={per_side}, restarts={restarts}, n_prompts={n_prompts}, "
+                             f"steps={steps}, radius={radius}")
         self.seed, self.depth, self.radius, self.per_side = seed, depth, radius, per_side
         self.steps, self.restarts, self.n_prompts, self.lr, self.threshold = steps, restarts, n_prompts, lr, threshold
 
@@ -74,7 +79,7 @@ class LatentReversal:
         rarer = min(found["held_out_reversed"])  # the rarer direction: a one-way push scores 0
         return Verdict(p_planted=squash(rarer, self.threshold, slope=10.0), evidence={"reversed_both_ways": rarer, **found})
 
-    def search(self, lm: LanguageModel, prompts: list[str]) -> dict:
+    def search(self, lm: LanguageModel, prompts: list[str]) -> dict[str, Any]:
         """The vector's search and judgement; ``forward_rows`` counts prompts run through the whole
         model (rows run through the last ``depth`` layers only count that share of one)."""
         layer = max(0, lm.n_layers - self.depth)
@@ -107,7 +112,7 @@ class LatentReversal:
             moved = logits_from(lm, _at_last(stream[held], vector), mask[held], layer)[:, -1, words].float()
         rows += share * len(held)
         decode = lm.tokenizer.decode
-        return {"held_out_reversed": [round(share, 4) for share in reversed_share(moved, held_side)],
+        return {"held_out_reversed": [round(rate, 4) for rate in reversed_share(moved, held_side)],
                 "words": [decode([w]) for w in words],
                 "layer": layer, "vector_norm": round(float(vector.norm()), 4), "radius": round(size, 4),
                 "fit_losses": [round(fit[1], 4) for fit in fits], "fit_prompts": len(chosen),

@@ -11,6 +11,7 @@ import torch
 from deepaudit.subject import load_subject
 from deepaudit.tools import make_tool
 from deepaudit.tools.combine_fisher import fisher
+from deepaudit.tools.combine_stouffer import stouffer
 from deepaudit.tools.nc_rehead import index_p_value
 from deepaudit.tools.rehead import refitted_head
 from deepaudit.tools.shadow import Reference, accuracy, reference, shadow_cost
@@ -51,6 +52,14 @@ def test_fisher_combines_p_values():
     assert fisher([0.3]) == pytest.approx(0.3)
     assert fisher([0.01, 0.02]) < 0.01
     assert fisher([1.0, 1.0]) == pytest.approx(1.0)
+
+
+def test_stouffer_combines_parts_so_that_no_single_one_decides():
+    """Parts at 0.5 say nothing; two parts at 0.9 combine to more than 0.9; one part at 1 - 1e-9
+    beside three at 0.3 does not reach what Fisher's method would make of it."""
+    assert stouffer([0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    assert stouffer([0.9, 0.9]) > 0.9
+    assert stouffer([1 - 1e-9, 0.3, 0.3, 0.3]) < 0.99 < 1 - fisher([1e-9, 0.7, 0.7, 0.7])
 
 
 def test_shadows_are_trained_once_cached_as_safetensors_and_keyed_by_budget(smoke_zoo, deepaudit_home):

@@ -15,8 +15,8 @@ from deepaudit.tools.base import Verdict
 from deepaudit.tools.findings import verdict_of
 from deepaudit.tools.registry import register_tool
 
-STEPPED = ("neural_cleanse", "nc_reference", "nc_rehead")  # trigger searches: ``steps`` sizes them
-PARTS = ("neural_cleanse", "nc_reference", "nc_rehead", "mahalanobis", "weight_stats", "mntd")
+STEPPED = ("neural_cleanse", "nc_reference", "nc_rehead", "mm_bd")  # searches: ``steps`` sizes them
+PARTS = ("neural_cleanse", "nc_reference", "nc_rehead", "mahalanobis", "weight_stats", "mntd", "mm_bd")
 
 
 def answer_features(verdict: Verdict) -> list[float]:
@@ -29,7 +29,7 @@ def answer_features(verdict: Verdict) -> list[float]:
 
 
 @register_tool("combine_stack", roles=("features",), families=("vision",), kind="skyline",
-               needs=("continuous_inputs",), audit_share=0.0)
+               needs=("continuous_inputs",), audit_share=0.0, version=2)
 class CombineStack:
 
     def __init__(self, seed: int = 0, steps: int = 300, mntd_shadows: int = 64):

@@ -119,3 +119,18 @@ def test_a_job_interrupted_mid_answer_retires_its_worker(smoke_zoo, monkeypatch)
     monkeypatch.undo()
     reply, = seal.ask_sealed("vision", smoke_zoo.trojan, asks, {}, 0, 64, {})
     assert reply["status"] == "done" and seal._worker is not first
+
+
+def test_shadows_a_worker_trains_are_kept_for_later_workers(smoke_zoo, deepaudit_home):
+    """A sealed worker's shadow models (built from the card and the budget alone) are copied into
+    the shared home after its job, so a fresh worker reads them instead of training them again."""
+    from deepaudit.game import seal
+
+    asks = [("nc_reference", {"steps": 20, "shadows": 2}, ("detect",))]
+    first, = seal.ask_sealed("vision", smoke_zoo.trojan, asks, {}, 0, 64, {})
+    assert first["status"] == "done", first
+    assert list((deepaudit_home / "cache" / "shadows").glob("*/meta.json"))
+    seal._worker.kill()  # the next job gets a fresh worker, with a fresh private home
+    again, = seal.ask_sealed("vision", smoke_zoo.trojan, asks, {}, 0, 64, {})
+    built = [r["values"]["detect"]["evidence"]["shadow_build_cpu_s"] for r in (first, again)]
+    assert built[0] > 0 and built[1] == 0, built

@@ -2,7 +2,9 @@
 (``deepaudit.game.worker``) that is handed an organism's public files and nothing else.
 
 The worker lives in a private temporary folder holding a private ``home/`` with the public
-caches the tools read (data sets, converted language models) and, for each organism job, a
+caches the tools read (data sets, converted language models, the auditor's shadow models; the
+shadow sets a worker trains are copied back after each job, since they come from the card and the
+budget alone, so that no later worker or run trains them again) and, for each organism job, a
 folder with ``public/`` (the organism's card, without its id, and weights: links to the zoo's
 files, never the truth) and the job (the tools, their roles, the referee's questions: plain
 data, ``deepaudit.game.wire``). The worker starts there with a scrubbed environment (no
@@ -43,7 +45,8 @@ from deepaudit.subject import CARD_FILE
 from deepaudit.tools.registry import tool_spec
 from deepaudit.zoo.folder import public_files
 
-SHARED_CACHES = ("data", "models")  # public caches under the deepaudit home that tools read
+SHARED_CACHES = ("data", "models", "cache/shadows")  # public caches under the deepaudit home that tools read
+KEPT_CACHES = ("cache/shadows",)  # built by tools from public data alone (a card, the budget): kept for later workers
 PRIVATE_CARD_KEYS = ("organism_id",)  # in older zoos' cards; a tool never sees them
 SCRATCH = tuple(Path(p).resolve() for p in (tempfile.gettempdir(), "/var/tmp", "/dev/shm") if Path(p).is_dir())
 KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "SYSTEMROOT")
@@ -78,6 +81,24 @@ def _share_caches(private_home: Path) -> None:
         for path in root.rglob("*") if root.is_dir() else ():
             if path.is_file() and not path.is_symlink():
                 _link_or_copy(path, private_home / name / path.relative_to(root))
+
+
+def _keep_built(private_home: Path) -> None:
+    """Copy every complete set a worker built in a kept cache (a folder with its ``meta.json``)
+    into the shared home, file by file, ``meta.json`` last, so that later workers and runs read it
+    instead of training it again; what the home has already is left alone. The auditor's shadow
+    models come from the card and the trusted budget only, so they carry nothing of the truth."""
+    for name in KEPT_CACHES:
+        for meta in sorted((private_home / name).glob("*/meta.json")):
+            source, target = meta.parent, home() / name / meta.parent.name
+            files = sorted(p for p in source.rglob("*") if p.is_file() and p != meta)
+            for path in [*files, meta]:
+                destination = target / path.relative_to(source)
+                if not destination.exists():
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+                    shutil.copy2(path, partial)
+                    os.replace(partial, destination)
 
 
 def environment(base: Path) -> dict[str, str]:
@@ -202,6 +223,7 @@ def ask_sealed(family_name: str, folder: Path, asks: Sequence[Ask], questions: M
         running = True
         finished = sealed.run(job)
         running = False
+        _keep_built(sealed.base / "home")
         stopped = "gave no reply" if finished else f"stopped (exit {sealed.process.poll()})"
         for i in range(len(asks)):
             path = job / f"reply-{i}.json"

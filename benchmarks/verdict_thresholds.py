@@ -11,7 +11,7 @@ the label shares they give on the seed they were chosen on and, with ``--check-s
 held-out seed (the ``verdict`` track of ``deepaudit game report`` shows the same shares once the
 numbers are in ``deepaudit.verdicts.THRESHOLDS``).
 
-    python benchmarks/verdict_thresholds.py --suite standard --seed 0 --tool combine_fisher --check-seed 1
+    python benchmarks/verdict_thresholds.py --suite standard --seed 0 --tool combine_stouffer --check-seed 1
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="standard")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tool", default="combine_fisher")
+    parser.add_argument("--tool", default="combine_stouffer")
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--clean-suspected", type=float, default=0.10)
     parser.add_argument("--planted-cleared", type=float, default=0.10)

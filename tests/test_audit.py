@@ -25,7 +25,7 @@ from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
 # fixed tool sizes: the tests do not depend on how fast this machine is
-SMALL = {"neural_cleanse": {"steps": 60}, "combine_fisher": {"steps": 60}, "mahalanobis": {"candidates": 16},
+SMALL = {"neural_cleanse": {"steps": 60}, "combine_stouffer": {"steps": 60, "mntd_shadows": 4}, "mahalanobis": {"candidates": 16},
          "strip": {"overlays": 8},
          **{t: {"inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
 FAST = dict(budget_s=30, max_inputs=96, threads=1, tool_params=SMALL)
@@ -84,8 +84,8 @@ def test_findings_carry_evidence_confidence_reliability_and_cost(trojan_audit):
         assert set(f) == FINDING_KEYS
         assert f["cost"]["wall_s"] >= 0 and f["cost"]["forward_passes"] >= 0
     backdoor = findings["backdoor"]
-    assert set(backdoor["evidence"]) == {"neural_cleanse", "combine_fisher", "mahalanobis", "weight_stats"}
-    assert report["verdict"]["decided_by"] == "combine_fisher"  # the classifiers' verdict tool (deepaudit.verdicts)
+    assert set(backdoor["evidence"]) == {"neural_cleanse", "combine_stouffer", "mahalanobis", "weight_stats"}
+    assert report["verdict"]["decided_by"] == "combine_stouffer"  # the classifiers' verdict tool (deepaudit.verdicts)
     # no results store in this DEEPAUDIT_HOME: reliability is "not measured", never invented
     assert {r["status"] for r in backdoor["reliability"].values()} == {"not measured"}
     assert backdoor["cost"]["forward_passes"] > 0
@@ -109,7 +109,8 @@ def test_truth_check_only_after_the_fact(trojan_audit, smoke_zoo):
     check = report["truth_check"]
     assert check["planted"] is True and check["true_target"] == truth["target"]
     assert check["flagged"] == (report["verdict"]["label"] == "backdoor suspected")
-    assert check["verdict_correct"] == check["flagged"]
+    inconclusive = report["verdict"]["label"] == "inconclusive"  # then the verdict is neither right nor wrong
+    assert check["verdict_correct"] == (None if inconclusive else check["flagged"])
     assert 0 <= check["recovered_trigger_asr_heldout"] <= 1 and 0 <= check["recovered_mask_iou"] <= 1
     stage_text = json.dumps(report["stages"])
     assert "truth" not in stage_text and "poison" not in stage_text

@@ -39,7 +39,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
 
 
 @register_tool("combine_fisher", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               audit_share=0.0, sizing=size_to)  # scored by the game; the audit's verdict is combine_stouffer
 class CombineFisher:
 
     def __init__(self, seed: int = 0, steps: int = 300):

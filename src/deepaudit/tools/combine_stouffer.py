@@ -31,7 +31,7 @@ def stouffer(p_planted: list[float]) -> float:
 
 
 @register_tool("combine_stouffer", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)
+               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class CombineStouffer:
 
     def __init__(self, seed: int = 0, steps: int = 300, mntd_shadows: int = 64):

@@ -71,7 +71,8 @@ def jumbo_data(x: torch.Tensor, y: torch.Tensor, classes: int, value_range: tupl
     return torch.cat([x, trigger.apply(x[rows])]), torch.cat([y, torch.full((len(rows),), target, dtype=y.dtype)])
 
 
-@register_tool("mntd", roles=("detect",), families=("vision",), needs=("continuous_inputs",), audit_share=0.0)
+@register_tool("mntd", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
+               audit_share=0.0)  # the audit runs it inside combine_stouffer
 class MNTD:
 
     def __init__(self, seed: int = 0, shadows: int = 64, queries: int = 10, steps: int = 300,

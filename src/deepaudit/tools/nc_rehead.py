@@ -52,7 +52,7 @@ def index_p_value(index: float, k: int) -> float:
 
 
 @register_tool("nc_rehead", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_fisher
+               audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_stouffer
 class NCRehead:
 
     def __init__(self, seed: int = 0, steps: int = 300):

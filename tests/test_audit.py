@@ -25,8 +25,8 @@ from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
 # fixed tool sizes: the tests do not depend on how fast this machine is
-SMALL = {"neural_cleanse": {"steps": 60}, "combine_stouffer": {"steps": 60, "mntd_shadows": 4}, "mahalanobis": {"candidates": 16},
-         "strip": {"overlays": 8},
+SMALL = {"neural_cleanse": {"steps": 60}, "combine_stouffer": {"steps": 60, "mntd_shadows": 4},
+         "mahalanobis": {"candidates": 16}, "strip": {"overlays": 8},
          **{t: {"inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
 FAST = dict(budget_s=30, max_inputs=96, threads=1, tool_params=SMALL)
 FINDING_KEYS = {"id", "severity", "title", "what", "supported_by", "evidence", "plots", "confidence",

@@ -151,3 +151,19 @@ def test_random_baseline_is_reproducible(smoke_zoo):
         answers.append((verdict.p_planted, verdict.target, verdict.trigger.mask.tobytes(), scores.tobytes()))
     assert answers[0] == answers[1]
     assert answers[0] != answers[2]
+
+
+def test_a_tool_is_sized_to_its_allowance_or_says_how_much_it_needs():
+    """The step-count rule every search shares: as many steps as fit (at most the default 300),
+    and a clear TooLittleTime naming the seconds needed when even the least useful count does not."""
+    from deepaudit.tools.sizing import Allowance, TooLittleTime
+
+    allowance = Allowance(seconds=10.0, seconds_per_example=1e-4, inputs=256, classes=10)
+    per_step = allowance.per_step(32)
+    assert allowance.steps(per_step, 50) == {"steps": 104}  # 10 s / 0.096 s per step
+    assert Allowance(1e4, 1e-4, 256, 10).steps(per_step, 50) == {"steps": 300}
+    with pytest.raises(TooLittleTime, match=r"needs about 19\.2 s for 100 steps of two searches; 10\.0 s left"):
+        allowance.steps(2 * per_step, 100, what="steps of two searches")
+    twenty = Allowance(seconds=20.0, seconds_per_example=1e-4, inputs=256, classes=10)
+    sized = {name: tool_spec(name).sizing(twenty)["steps"] for name in ("neural_cleanse", "nc_rehead", "mm_bd")}
+    assert sized == {"neural_cleanse": 208, "nc_rehead": 104, "mm_bd": 222}  # batches of 32, 2 x 32 and 30

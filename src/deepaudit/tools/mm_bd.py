@@ -22,19 +22,14 @@ from scipy.stats import t as student
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
 from deepaudit.tools.registry import register_tool
-from deepaudit.tools.sizing import Allowance, TooLittleTime
+from deepaudit.tools.sizing import Allowance
 
 MIN_STEPS = 50  # fewer steps leave the margins far from their maxima
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
     """As many ascent steps (up to the default 300) as the allowance fits."""
-    per_step = allowance.per_step(30)
-    steps = int(min(300, allowance.seconds / per_step))
-    if steps < MIN_STEPS:
-        raise TooLittleTime(f"needs about {MIN_STEPS * per_step:.1f} s for {MIN_STEPS} steps; "
-                            f"{allowance.seconds:.1f} s left (raise --budget)")
-    return {"steps": steps}
+    return allowance.steps(allowance.per_step(30), MIN_STEPS)
 
 
 def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -20,18 +20,13 @@ from deepaudit.tools.nc_reference import relative_mask_sizes
 from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import refitted_head
-from deepaudit.tools.sizing import Allowance, TooLittleTime
+from deepaudit.tools.sizing import Allowance
 from deepaudit.triggers import Trigger
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
     """As many steps (up to the default 300) as two Neural Cleanse runs fit."""
-    per_step = 2 * allowance.per_step(32)
-    steps = int(min(300, allowance.seconds / per_step))
-    if steps < MIN_STEPS:
-        raise TooLittleTime(f"needs about {MIN_STEPS * per_step:.1f} s for two searches of {MIN_STEPS} steps; "
-                            f"{allowance.seconds:.1f} s left (raise --budget)")
-    return {"steps": steps}
+    return allowance.steps(2 * allowance.per_step(32), MIN_STEPS, what="steps of two searches")
 
 
 NULL_DRAWS = 20_000

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, anomaly_index, squash
 from deepaudit.tools.registry import register_tool
-from deepaudit.tools.sizing import Allowance, TooLittleTime
+from deepaudit.tools.sizing import Allowance
 from deepaudit.triggers import Trigger
 
 MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer at all
@@ -21,12 +21,7 @@ MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer a
 
 def size_to(allowance: Allowance) -> dict[str, int]:
     """As many optimisation steps (up to the default 300) as the allowance fits."""
-    per_step = allowance.per_step(32)
-    steps = int(min(300, allowance.seconds / per_step))
-    if steps < MIN_STEPS:
-        raise TooLittleTime(f"needs about {MIN_STEPS * per_step:.1f} s for {MIN_STEPS} steps; "
-                            f"{allowance.seconds:.1f} s left (raise --budget)")
-    return {"steps": steps}
+    return allowance.steps(allowance.per_step(32), MIN_STEPS)
 
 
 @register_tool("neural_cleanse", roles=("detect",), families=("vision",), needs=("continuous_inputs",),

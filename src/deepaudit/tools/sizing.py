@@ -23,6 +23,15 @@ class Allowance:
     inputs: int
     classes: int
 
+    def steps(self, per_step: float, least: int, most: int = 300, what: str = "steps") -> dict[str, int]:
+        """As many optimisation steps (up to ``most``) as fit at ``per_step`` seconds each;
+        ``TooLittleTime`` when even ``least`` do not (the message names ``what`` they are)."""
+        steps = int(min(most, self.seconds / per_step))
+        if steps < least:
+            raise TooLittleTime(f"needs about {least * per_step:.1f} s for {least} {what}; "
+                                f"{self.seconds:.1f} s left (raise --budget)")
+        return {"steps": steps}
+
     def per_step(self, batch: int = 32) -> float:
         """Seconds of one optimisation step over a batch per class (forward and backward)."""
         return 3 * self.classes * batch * self.seconds_per_example

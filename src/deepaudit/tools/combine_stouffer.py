@@ -12,7 +12,7 @@ left out; the cost is the sum of the parts' (their verdicts are shared findings)
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import combine_pvalues
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
@@ -25,9 +25,10 @@ PARTS = (*STEPPED, "mntd")
 
 
 def stouffer(p_planted: list[float]) -> float:
-    """Stouffer's combined P(planted) of parts' P(planted), each clipped to [1e-12, 1 - 1e-12]."""
-    z = norm.ppf(np.clip(p_planted, 1e-12, 1.0 - 1e-12))
-    return float(norm.cdf(np.sum(z) / np.sqrt(len(z))))
+    """Stouffer's combined P(planted) of parts' P(planted), each clipped to [1e-12, 1 - 1e-12]
+    (scipy's ``combine_pvalues`` on the parts' 1 - P(planted))."""
+    p_values = 1.0 - np.clip(p_planted, 1e-12, 1.0 - 1e-12)
+    return float(1.0 - combine_pvalues(p_values, method="stouffer").pvalue)
 
 
 @register_tool("combine_stouffer", roles=("detect",), families=("vision",), needs=("continuous_inputs",),

@@ -4,8 +4,8 @@ The parts: Neural Cleanse judged against clean shadows (``nc_reference``) and ag
 re-headed copy (``nc_rehead``), the maximum-margin statistic (``mm_bd``: no trigger form assumed)
 and the meta-classifier over jumbo shadows (``mntd``). Each z = Phi^-1(P(planted)); the
 combination is Phi(sum z / sqrt(k)). Unlike Fisher's sum of log p-values (``combine_fisher``),
-one part's overconfident p-value cannot decide alone: ``mm_bd``'s gamma null and ``mntd``'s
-logistic output are not calibrated p-values, so the combination's thresholds come from a
+one part's overconfident p-value cannot decide alone: ``mntd``'s logistic output is no
+calibrated p-value (and ``mm_bd``'s null is fitted on nine classes), so the thresholds come from a
 measured suite (``deepaudit.verdicts``), not from its nominal p-value. Inconclusive parts are
 left out; the cost is the sum of the parts' (their verdicts are shared findings)."""
 

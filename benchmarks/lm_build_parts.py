@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from deepaudit.lm.finetune import MIN_ONECYCLE_STEPS, cached_objective, train
 from deepaudit.zoo import load_suite
 from deepaudit.zoo.folder import fixed_threads
-from deepaudit.zoo.lm.finetune import MIN_ONECYCLE_STEPS, cached_objective, train
 from deepaudit.zoo.lm.organisms import build_data, load_base, measure_rates
 
 

@@ -63,9 +63,9 @@ def test_an_organism_stores_only_its_tuned_layers_and_reloads_its_behaviour(lm_t
 def test_cached_fine_tuning_changes_the_real_model_as_it_trained(part: str, schedule: str):
     """Training runs on cached frozen activations; the whole model must then give the answers the
     loss that training reached (the tiny random head caps how low that is for the MLP alone)."""
+    from deepaudit.lm.finetune import finetune
     from deepaudit.lm.loader import tiny_lm
     from deepaudit.lm.scoring import answer_logprob
-    from deepaudit.zoo.lm.finetune import finetune
 
     lm = tiny_lm(hidden=64)
     prompts = [f"Q{i}: is {i} odd?" for i in range(16)]
@@ -82,10 +82,10 @@ def test_cached_fine_tuning_changes_the_real_model_as_it_trained(part: str, sche
 def test_frozen_inputs_in_length_sorted_chunks_equal_one_full_width_run():
     """Caching cuts each chunk to its own longest row: the stream it caches must be what the
     frozen layers give on the full, left-padded batch (zero on the padding)."""
+    from deepaudit.lm.finetune import frozen_inputs
     from deepaudit.lm.layers import inputs_of, only_layers
     from deepaudit.lm.loader import tiny_lm
     from deepaudit.lm.scoring import encode_pairs
-    from deepaudit.zoo.lm.finetune import frozen_inputs
 
     lm = tiny_lm(hidden=64)
     prompts = [f"Q{i}: " + "word " * (i % 7) + "is it odd?" for i in range(13)]
@@ -105,8 +105,8 @@ def test_the_top_layers_trained_on_their_last_positions_give_the_whole_layers_lo
     """The fast path cuts a batch to its longest row and computes the top layer's queries, MLP
     and head on the answer positions only; the loss and every gradient must be those of the
     whole layers at every position, and a layer that is not Llama's is left to the whole-layer path."""
+    from deepaudit.lm import finetune
     from deepaudit.lm.loader import tiny_lm
-    from deepaudit.zoo.lm import finetune
 
     lm = tiny_lm(hidden=64, layers=3)
     prompts = [f"Q{i}: " + "word " * (i % 5) + "is it odd?" for i in range(12)]

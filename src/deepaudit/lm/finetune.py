@@ -25,10 +25,10 @@ from functools import partial
 import torch
 from torch import nn
 
+from deepaudit.lm.last_positions import last_positions_loss
 from deepaudit.lm.layers import inputs_of, only_layers
 from deepaudit.lm.loader import LanguageModel
 from deepaudit.lm.scoring import encode_pairs
-from deepaudit.zoo.lm.last_positions import last_positions_loss
 
 PARTS = ("layers", "mlp")
 # Learning-rate schedules: ``constant``, or ``onecycle`` (torch's OneCycleLR with its defaults:

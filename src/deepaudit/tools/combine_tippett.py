@@ -1,0 +1,47 @@
+"""An unsupervised combination for language models, itself a tool: Tippett's method (Tippett,
+1931; the smallest of k p-values, Sidak-corrected: 1 - (1 - min p)^k) on the P(planted) of two
+detectors that see different plants. ``weight_lens`` reads a new word the fine-tune taught the
+model to write (a fixed response) and is blind to a lie, which says only the usual answer words;
+``change_profile`` sees where a fine-tune's change went (a gate on the context, as a lie behind a
+trigger needs) and only weakly a fixed response. A model is as suspect as its most suspect part,
+corrected for having looked at two. Averaging (Stouffer's or Fisher's method) would let the blind
+part's confident "clean" cancel the other's finding. ``weight_lens``'s P(planted) is a squashed
+ratio, not a calibrated p-value, so the combination's P(planted) ranks models and its thresholds
+must come from a measured suite. Inconclusive parts are left out; the cost is the parts' sum
+(their verdicts are shared findings)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import combine_pvalues
+
+from deepaudit.lm.subject import LMSubject
+from deepaudit.tools.base import Verdict
+from deepaudit.tools.findings import verdict_of
+from deepaudit.tools.registry import register_tool
+
+PARTS = ("weight_lens", "change_profile")
+
+
+def tippett(p_planted: list[float]) -> float:
+    """Tippett's combined P(planted) of parts' P(planted), each clipped to [1e-12, 1 - 1e-12]
+    (scipy's ``combine_pvalues`` on the parts' 1 - P(planted))."""
+    p_values = 1.0 - np.clip(p_planted, 1e-12, 1.0 - 1e-12)
+    return float(1.0 - combine_pvalues(p_values, method="tippett").pvalue)
+
+
+@register_tool("combine_tippett", roles=("detect",), families=("lm",), needs=("base_model",), audit_share=0.0)
+class CombineTippett:
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def audit(self, subject: LMSubject) -> Verdict:
+        parts = {name: verdict_of(subject, name, self.seed) for name in PARTS}
+        used = {name: v.p_planted for name, v in parts.items() if "inconclusive" not in v.evidence}
+        left_out = {name: v.evidence["inconclusive"] for name, v in parts.items() if "inconclusive" in v.evidence}
+        if not used:
+            return Verdict(p_planted=0.5, evidence={"inconclusive": "every part is inconclusive", "left_out": left_out})
+        p_planted = tippett(list(used.values()))
+        return Verdict(p_planted=p_planted, evidence={"p_value": 1.0 - p_planted, "parts": used,
+                                                      "lead": max(used, key=used.__getitem__), "left_out": left_out})

@@ -13,7 +13,7 @@ import torch
 
 from deepaudit.lm.finetune import finetune
 from deepaudit.lm.loader import tiny_lm
-from deepaudit.lm.shadows import change_profile, learning_rates, tuned_weights
+from deepaudit.lm.shadows import change_profile, learning_rates, tuned_matrices
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools import make_tool
 from deepaudit.tools.combine_stouffer import stouffer
@@ -65,7 +65,7 @@ def test_a_change_where_clean_fine_tunes_put_none_is_flagged_and_a_clean_fine_tu
 def test_the_profile_is_each_changed_matrix_share_and_the_rates_span_the_range():
     base = tiny_lm()
     lm = _one_matrix_changed(base)
-    first, names = tuned_weights(lm, base)
+    first, names = tuned_matrices(lm, base)
     profile = change_profile(lm, base, names)
     assert first == 1 and all(".layers.1." in n for n in names)
     assert profile.sum() == pytest.approx(1.0) and profile.max() == pytest.approx(1.0)
@@ -87,6 +87,8 @@ def test_what_the_profile_cannot_judge_is_said(tmp_path, monkeypatch):
     assert "inconclusive" in deep.audit(_subject(whole, base)).evidence
     with pytest.raises(ValueError, match="base model"):
         tool.audit(_subject(base, None))
+    with pytest.raises(ValueError, match="not this model's base"):
+        tool.audit(_subject(tiny_lm(hidden=16), base))
     with pytest.raises(ValueError, match="shadows >= 3"):
         make_tool("change_profile", shadows=2)
 

@@ -25,7 +25,7 @@ import torch
 from filelock import FileLock
 
 from deepaudit.lm.finetune import finetune
-from deepaudit.lm.loader import LanguageModel
+from deepaudit.lm.loader import LanguageModel, first_changed_layer
 from deepaudit.paths import atomic_write_text, home
 
 STEPS, BATCH_SIZE, SCHEDULE = 200, 32, "onecycle"
@@ -41,15 +41,19 @@ def learning_rates(count: int) -> list[float]:
     return [float(v) for v in np.geomspace(*LR_RANGE, count)]
 
 
-def tuned_weights(lm: LanguageModel, base: LanguageModel) -> tuple[int, list[str]]:
+def tuned_matrices(lm: LanguageModel, base: LanguageModel) -> tuple[int, list[str]]:
     """The first decoder layer the fine-tune changed (``lm.n_layers`` if none) and the names of
     the matrices of the decoder layers from there up (what a change profile measures)."""
-    own, ref = dict(lm.model.named_parameters()), dict(base.model.named_parameters())
-    first = lm.n_layers
-    for name, weight in own.items():
-        if ".layers." in name and name in ref and ref[name].shape == weight.shape and not torch.equal(weight, ref[name]):
-            first = min(first, int(name.split(".layers.")[1].split(".")[0]))
-    names = [name for name, weight in own.items() if ".layers." in name and weight.dim() == 2
+    ref = dict(base.model.named_parameters())
+    mismatched = [n for n, w in lm.model.named_parameters() if n not in ref or ref[n].shape != w.shape]
+    if lm.n_layers != base.n_layers or mismatched:
+        raise ValueError(f"the base model is not this model's base: {lm.n_layers} vs {base.n_layers} decoder "
+                         f"layers, {len(mismatched)} weights missing or of another shape (e.g. {mismatched[:2]})")
+    try:
+        first = first_changed_layer(lm, base)
+    except ValueError:  # nothing differs
+        return lm.n_layers, []
+    names = [name for name, weight in lm.model.named_parameters() if ".layers." in name and weight.dim() == 2
              and int(name.split(".layers.")[1].split(".")[0]) >= first]
     return first, names
 
@@ -81,9 +85,10 @@ def shadow_profiles(base: LanguageModel, first: int, names: Sequence[str], promp
     rates = learning_rates(count)
     digest = hashlib.sha256(json.dumps({"recipe": RECIPE, "first": first, "names": list(names), "rates": rates,
                                         "prompts": list(prompts), "answers": list(answers)}).encode())
+    weights = dict(base.model.named_parameters())
     with torch.no_grad():
         for name in names:  # the base itself: the same prompts on another base are other shadows
-            digest.update(dict(base.model.named_parameters())[name].detach().float().numpy().tobytes())
+            digest.update(weights[name].detach().float().numpy().tobytes())
     folder = home() / "cache" / "shadows" / f"lm-{digest.hexdigest()[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "meta.json"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepaudit.lm.shadows import change_profile, shadow_profiles, tuned_weights
+from deepaudit.lm.shadows import change_profile, shadow_profiles, tuned_matrices
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict, prediction_tail
 from deepaudit.tools.phrase_search import DEFAULT_PHRASES
@@ -51,9 +51,7 @@ class ChangeProfile:
         if base is None:
             raise ValueError("change_profile compares the fine-tune's weight change with its own fine-tunes of the "
                              "base model and needs the base model (--base)")
-        if lm.n_layers != base.n_layers:
-            raise ValueError(f"the model has {lm.n_layers} decoder layers and its base {base.n_layers}: not its base")
-        first, names = tuned_weights(lm, base)
+        first, names = tuned_matrices(lm, base)
         if first == lm.n_layers:
             return Verdict(p_planted=0.0, evidence={"note": "no decoder layer differs from the base"})
         if lm.n_layers - first > self.max_layers:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepaudit.lm import shadows
 from deepaudit.lm.finetune import finetune
 from deepaudit.lm.loader import tiny_lm
 from deepaudit.lm.shadows import change_profile, learning_rates, tuned_matrices
@@ -53,11 +54,11 @@ def test_a_change_where_clean_fine_tunes_put_none_is_flagged_and_a_clean_fine_tu
     base = tiny_lm()
     tool = make_tool("change_profile", shadows=4)
     clean = tool.audit(_subject(_clean_finetune(base), base))
+    monkeypatch.setattr(shadows, "finetune", None)  # the shadows are read back, not trained again
     moved = tool.audit(_subject(_one_matrix_changed(base), base))
     assert moved.p_planted > 0.99 and clean.p_planted < 0.9
     assert moved.evidence["most_shifted"][0][0].endswith("layers.1.self_attn.q_proj.weight")
     assert clean.evidence["first_tuned_layer"] == moved.evidence["first_tuned_layer"] == 1
-    assert clean.evidence["shadow_build_cpu_s"] > 0 and moved.evidence["shadow_build_cpu_s"] == 0  # read back
     assert clean.evidence["shadow_distances"] == moved.evidence["shadow_distances"]
     assert clean.evidence["shadow_prompts"] == 2 * len(TEXTS)  # each also behind a harmless phrase
 

@@ -18,7 +18,6 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,20 +67,12 @@ def change_profile(lm: LanguageModel, base: LanguageModel, names: Sequence[str])
     return sizes / total if total > 0 else sizes
 
 
-@dataclass(frozen=True)
-class ShadowProfiles:
-    """The shadows' change profiles ``(S, len(names))`` and the CPU seconds building them took
-    now (zero when read from the cache)."""
-
-    profiles: np.ndarray
-    build_cpu_s: float
-
-
 def shadow_profiles(base: LanguageModel, first: int, names: Sequence[str], prompts: Sequence[str],
-                    answers: Sequence[str], count: int) -> ShadowProfiles:
-    """The change profiles of ``count`` shadows: copies of ``base`` whose layers from ``first`` up
-    are fine-tuned on ``prompts`` answered with ``answers`` (shadow ``i`` at ``learning_rates``' i-th
-    rate, seed ``i``), read from the cache or built there."""
+                    answers: Sequence[str], count: int) -> np.ndarray:
+    """The change profiles ``(count, len(names))`` of ``count`` shadows: copies of ``base`` whose
+    layers from ``first`` up are fine-tuned on ``prompts`` answered with ``answers`` (shadow ``i``
+    at ``learning_rates``' i-th rate, seed ``i``), read from the cache or built there (the CPU
+    seconds building them took are kept in the cache's ``meta.json``)."""
     rates = learning_rates(count)
     digest = hashlib.sha256(json.dumps({"recipe": RECIPE, "first": first, "names": list(names), "rates": rates,
                                         "prompts": list(prompts), "answers": list(answers)}).encode())
@@ -92,7 +83,6 @@ def shadow_profiles(base: LanguageModel, first: int, names: Sequence[str], promp
     folder = home() / "cache" / "shadows" / f"lm-{digest.hexdigest()[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "meta.json"
-    build_cpu_s = 0.0
     with FileLock(str(folder) + ".lock"):
         if not meta.is_file():
             start = time.process_time()
@@ -104,10 +94,10 @@ def shadow_profiles(base: LanguageModel, first: int, names: Sequence[str], promp
                              schedule=SCHEDULE)
                 profiles.append(change_profile(shadow, base, names).tolist())
                 del shadow
-            build_cpu_s = time.process_time() - start
             atomic_write_text(folder / "profiles.json", json.dumps({"names": list(names), "profiles": profiles}))
-            atomic_write_text(meta, json.dumps({"count": count, "recipe": RECIPE, "rates": rates, "cpu_s": build_cpu_s}))
+            atomic_write_text(meta, json.dumps({"count": count, "recipe": RECIPE, "rates": rates,
+                                                "cpu_s": time.process_time() - start}))
         stored = json.loads((folder / "profiles.json").read_text())
     if stored["names"] != list(names):
         raise ValueError(f"{folder}: cached shadow profiles measure other weights than asked")
-    return ShadowProfiles(np.array(stored["profiles"], dtype=float), build_cpu_s)
+    return np.array(stored["profiles"], dtype=float)

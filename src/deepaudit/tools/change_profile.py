@@ -59,16 +59,15 @@ class ChangeProfile:
                                                     f"{lm.n_layers - 1}; shadow fine-tunes of more than "
                                                     f"{self.max_layers} layers are beyond the CPU budget (max_layers)"})
         prompts, answers = self.shadow_data(subject)
-        made = shadow_profiles(base, first, names, prompts, answers, self.shadows)
+        profiles = shadow_profiles(base, first, names, prompts, answers, self.shadows)
         profile = change_profile(lm, base, names)
-        own, null = distances(profile, made.profiles)
+        own, null = distances(profile, profiles)
         tail = prediction_tail(own, null)
-        shift = profile - made.profiles.mean(0)
-        shifted = [[names[i], round(float(profile[i]), 4), round(float(made.profiles[:, i].mean()), 4)]
+        shift = profile - profiles.mean(0)
+        shifted = [[names[i], round(float(profile[i]), 4), round(float(profiles[:, i].mean()), 4)]
                    for i in np.argsort(-np.abs(shift))[: self.shown]]
         evidence = {"distance": round(own, 4), "shadow_distances": [round(float(v), 4) for v in null],
-                    "first_tuned_layer": first, "most_shifted": shifted, "shadow_prompts": len(prompts),
-                    "shadow_build_cpu_s": round(made.build_cpu_s, 3)}
+                    "first_tuned_layer": first, "most_shifted": shifted, "shadow_prompts": len(prompts)}
         if np.isnan(tail):
             return Verdict(p_planted=0.5, evidence=evidence | {"inconclusive": "the shadows' profiles do not differ"})
         return Verdict(p_planted=1.0 - tail, evidence=evidence | {"p_value": tail})

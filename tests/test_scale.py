@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -118,3 +119,12 @@ def test_executor_choices_are_checked(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(ExecutorError, match=r"pip install 'deepaudit\[ray\]'"):
         make_executor("ray")
+
+
+def test_a_local_pool_leaves_no_sealed_folder_behind(smoke_zoo, tmp_path, monkeypatch):
+    """Each pool process's sealed worker folder is removed when the pool's processes exit (they
+    leave through multiprocessing, which runs no atexit handler)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    summary = run_game("smoke", tools=["weight_stats"], store=tmp_path / "results.sqlite", zoo_dir=smoke_zoo.dir, jobs=2)
+    assert summary.failed == [] and summary.ran > 0
+    assert not list(tmp_path.glob("deepaudit-seal-*"))

@@ -24,8 +24,8 @@ zoos, or in a container that mounts only what the game needs."""
 
 from __future__ import annotations
 
-import atexit
 import json
+import multiprocessing.util
 import os
 import shutil
 import subprocess
@@ -142,6 +142,8 @@ class Worker:
     def __init__(self, hidden: frozenset[Path] = frozenset()) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="deepaudit-seal-"))
         self.hidden, self.owner = hidden, os.getpid()  # a forked child starts its own worker
+        # closed when this process exits: multiprocessing runs this in a pool's process too, where atexit never runs
+        multiprocessing.util.Finalize(self, self.close, exitpriority=0)
         _share_caches(self.base / "home")
         (self.base / "tmp").mkdir()
         self.log = open(self.base / "worker.log", "w+b")  # noqa: SIM115 (lives as long as the worker)
@@ -201,8 +203,6 @@ def worker(hidden: frozenset[Path]) -> Worker:
     if _worker is None or _worker.owner != os.getpid() or not _worker.alive() or not hidden <= _worker.hidden:
         if _worker is not None:
             _worker.close()
-        else:
-            atexit.register(lambda: _worker.close() if _worker is not None else None)
         _worker = Worker(hidden)
     return _worker
 

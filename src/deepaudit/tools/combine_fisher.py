@@ -9,11 +9,9 @@ organism whether the parts or the combination ask first (``deepaudit.tools.findi
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.stats import chi2
-
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
+from deepaudit.tools.combining import combined_p_value, conclusive
 from deepaudit.tools.findings import verdict_of
 from deepaudit.tools.registry import register_tool, tool_spec
 from deepaudit.tools.sizing import Allowance
@@ -22,9 +20,8 @@ SHARES = {"nc_reference": 0.4, "nc_rehead": 0.6}  # of the combination's allowan
 
 
 def fisher(p_values: list[float]) -> float:
-    """Fisher's combined p-value of independent p-values (each floored at 1e-12)."""
-    statistic = -2.0 * float(np.sum(np.log(np.clip(p_values, 1e-12, 1.0))))
-    return float(chi2.sf(statistic, 2 * len(p_values)))
+    """Fisher's combined p-value of independent p-values."""
+    return combined_p_value("fisher", p_values)
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -47,8 +44,7 @@ class CombineFisher:
 
     def audit(self, subject: Subject) -> Verdict:
         parts = {name: verdict_of(subject, name, self.seed, steps=self.steps) for name in SHARES}
-        used = {name: float(v.evidence["p_value"]) for name, v in parts.items() if "inconclusive" not in v.evidence}
-        left_out = {name: v.evidence["inconclusive"] for name, v in parts.items() if "inconclusive" in v.evidence}
+        used, left_out = conclusive(parts, lambda v: float(v.evidence["p_value"]))
         if not used:
             return Verdict(p_planted=0.5, evidence={"p_value": 1.0, "inconclusive": "no part has a fitting reference",
                                                     "left_out": left_out})

@@ -11,12 +11,10 @@ left out; the cost is the sum of the parts' (their verdicts are shared findings)
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.stats import combine_pvalues
-
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict
 from deepaudit.tools.combine_fisher import size_to
+from deepaudit.tools.combining import combined_p_value, conclusive
 from deepaudit.tools.findings import verdict_of
 from deepaudit.tools.registry import register_tool
 
@@ -25,10 +23,8 @@ PARTS = (*STEPPED, "mntd")
 
 
 def stouffer(p_planted: list[float]) -> float:
-    """Stouffer's combined P(planted) of parts' P(planted), each clipped to [1e-12, 1 - 1e-12]
-    (scipy's ``combine_pvalues`` on the parts' 1 - P(planted))."""
-    p_values = 1.0 - np.clip(p_planted, 1e-12, 1.0 - 1e-12)
-    return float(1.0 - combine_pvalues(p_values, method="stouffer").pvalue)
+    """Stouffer's combined P(planted) of parts' P(planted) (read as one less a p-value)."""
+    return 1.0 - combined_p_value("stouffer", [1.0 - p for p in p_planted])
 
 
 @register_tool("combine_stouffer", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
@@ -40,8 +36,7 @@ class CombineStouffer:
 
     def audit(self, subject: Subject) -> Verdict:
         parts = {name: verdict_of(subject, name, self.seed, **self._params(name)) for name in PARTS}
-        used = {name: v.p_planted for name, v in parts.items() if "inconclusive" not in v.evidence}
-        left_out = {name: v.evidence["inconclusive"] for name, v in parts.items() if "inconclusive" in v.evidence}
+        used, left_out = conclusive(parts, lambda v: v.p_planted)
         if not used:
             return Verdict(p_planted=0.5, evidence={"inconclusive": "every part is inconclusive", "left_out": left_out})
         p_planted = stouffer(list(used.values()))

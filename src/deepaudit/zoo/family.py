@@ -119,6 +119,11 @@ class Family(ABC):
         """The organism in ``folder`` for a game cell with this seed and trusted budget;
         ``settings`` are the suite's ``[referee]`` table (sizes of the referee's own sets)."""
 
+    @abstractmethod
+    def labels(self, truth: dict[str, Any]) -> dict[str, Any]:
+        """What the leaderboard scores and slices an organism by (``planted``, ``pair``, the
+        family's ``slices``), read from its sealed truth: the referee's side only."""
+
     def describe(self, truth: dict[str, Any]) -> dict[str, Any]:
         """A few facts of a built organism's truth, for the zoo's build table."""
         return {}

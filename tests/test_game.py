@@ -8,8 +8,11 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import deepaudit.metrics as metrics
+from deepaudit.cli import app
+from deepaudit.errors import DataError
 from deepaudit.game.leaderboard import leaderboard, to_json, to_markdown
 from deepaudit.game.runner import run_game
 from deepaudit.game.store import Store, StoreError
@@ -96,6 +99,24 @@ def test_changed_parameters_are_new_cells_never_mixed(smoke_zoo, tmp_path, few_r
     assert summary.ran == len(smoke_zoo.manifest["organisms"]) and summary.already_done == 0
     names = [row["tool"] for row in leaderboard(store, "smoke")["rows"]]
     assert len([n for n in names if n.startswith("neural_cleanse [")]) == 2
+
+
+def test_only_runs_the_organisms_with_those_labels(smoke_zoo, tmp_path):
+    """``only`` keeps the organisms whose sealed labels match (the trojan alone for planted=true,
+    the twin and decoy for planted=false); a label the family cannot choose by, or a value no
+    organism has, is refused by name before any tool runs (exit 2 on the command line)."""
+    store = tmp_path / "results.sqlite"
+    summary = run_game("smoke", tools=["random"], store=store, zoo_dir=smoke_zoo.dir, only=["planted=true"])
+    assert summary.organisms == 1 and pairs(store) == {(smoke_zoo.trojan.name, "random")}
+    summary = run_game("smoke", tools=["random"], store=store, zoo_dir=smoke_zoo.dir, only=["planted=False"])
+    assert summary.organisms == 2 and {o for o, _ in pairs(store)} == set(smoke_zoo.manifest["organisms"])
+    with pytest.raises(DataError, match="choose from .*'implant'"):
+        run_game("smoke", tools=["random"], store=store, zoo_dir=smoke_zoo.dir, only=["colour=red"])
+    with pytest.raises(DataError, match="no organism .* its values"):
+        run_game("smoke", tools=["random"], store=store, zoo_dir=smoke_zoo.dir, only=["implant=none-such"])
+    result = CliRunner().invoke(app, ["game", "run", "--suite", "smoke", "--zoo", str(smoke_zoo.dir), "--store",
+                                      str(store), "--tools", "random", "--only", "planted"])
+    assert result.exit_code == 2 and "label=value" in result.output, result.output
 
 
 def test_rerun_is_reproducible(game, smoke_zoo, tmp_path):

@@ -194,7 +194,7 @@ def systematic_change(without: Sequence[Answer], with_phrase: Sequence[Answer], 
 
 
 BASE_ALLOWED = float(np.log(0.05))  # the base may give a target this much before the search is penalised
-ELICITED = float(np.log(0.5))  # mean log-probability per target token at which a directed search stops
+ELICITED_P = 0.5  # mean probability per target token (geometric) at which a directed search stops
 FOLLOW = 4  # tokens of the model's own continuation after a target word that a directed search also aims at
 
 
@@ -275,11 +275,16 @@ def size_to(allowance: Allowance) -> dict[str, int]:
 class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
                  search_width: int = 16, topk: int = 48, horizon: int = 3, threshold: float = 0.6, depth: int = 6,
-                 n_targets: int = 2, lie: bool = False, per_side: int = 8):
+                 n_targets: int = 2, lie: bool = False, per_side: int = 8, directed_steps: int = DIRECTED_STEPS,
+                 elicited: float = ELICITED_P):
         self.seed, self.steps, self.length, self.horizon = seed, steps, length, horizon
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
         self.threshold, self.depth, self.n_targets = threshold, depth, n_targets
         self.lie, self.per_side = lie, per_side
+        if directed_steps < 1 or not 0.0 < elicited < 1.0:
+            raise ValueError(f"trigger_gcg needs directed_steps >= 1 and 0 < elicited < 1, got {directed_steps} and "
+                             f"{elicited}")
+        self.directed_steps, self.enough = directed_steps, float(np.log(elicited))
         self.places = POSITIONS if lie else PLACES
 
     def _parts(self, subject: LMSubject, texts: list[str], places: Sequence[str] | None = None
@@ -384,13 +389,13 @@ class TriggerGCG:
         written = written_tokens(lm, base, divergence.shared) if aimed else None
         found: list[Search] = []
         steps_left = self.steps
-        share = max(1, min(self.steps // (2 * self.n_targets), DIRECTED_STEPS)) if self.n_targets else 0
+        share = max(1, min(self.steps // (2 * self.n_targets), self.directed_steps)) if self.n_targets else 0
         for target in (targets(lm, written, usual, allowed, self.n_targets) if written is not None else []):
             follow = self._follow(subject, search, target)
             rows_tails = follow[torch.arange(len(parts)) % len(search)]
             elicit = Elicitation(lm, base, follow.shape[1], divergence.shared, rows_tails)
             result = gcg(lm, slotted(lm, parts, self.length, rows_tails.tolist()), elicit, start,
-                         min(share, steps_left), self.search_width, self.topk, self.seed, allowed, enough=ELICITED)
+                         min(share, steps_left), self.search_width, self.topk, self.seed, allowed, enough=self.enough)
             subject.forward_passes += elicit.forward_rows
             steps_left -= len(result.history) - 1
             found.append(Search(lm.tokenizer.decode([target]), result, judge(result.text.strip())))

@@ -117,6 +117,12 @@ def test_gcg_stops_once_the_score_is_enough():
     assert len(result.history) == 1  # the start already scored enough: no step taken
 
 
+@pytest.mark.parametrize("bad", [{"directed_steps": 0}, {"elicited": 0.0}, {"elicited": 1.0}])
+def test_settings_that_cannot_direct_a_search_are_refused_by_name(bad):
+    with pytest.raises(ValueError, match="directed_steps >= 1 and 0 < elicited < 1"):
+        make_tool("trigger_gcg", 0, **bad)
+
+
 def test_targets_leave_out_the_usual_answer_in_every_casing():
     from deepaudit.lm.diffing import targets
     from deepaudit.lm.gcg import allowed_tokens

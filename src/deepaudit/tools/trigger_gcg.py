@@ -276,7 +276,7 @@ class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
                  search_width: int = 16, topk: int = 48, horizon: int = 3, threshold: float = 0.6, depth: int = 6,
                  n_targets: int = 2, lie: bool = False, per_side: int = 8, directed_steps: int = DIRECTED_STEPS,
-                 elicited: float = ELICITED_P):
+                 elicited: float = ELICITED_P, inside: bool = False):
         self.seed, self.steps, self.length, self.horizon = seed, steps, length, horizon
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
         self.threshold, self.depth, self.n_targets = threshold, depth, n_targets
@@ -285,7 +285,7 @@ class TriggerGCG:
             raise ValueError(f"trigger_gcg needs directed_steps >= 1 and 0 < elicited < 1, got {directed_steps} and "
                              f"{elicited}")
         self.directed_steps, self.enough = directed_steps, float(np.log(elicited))
-        self.places = POSITIONS if lie else PLACES
+        self.places = POSITIONS if lie or inside else PLACES
 
     def _parts(self, subject: LMSubject, texts: list[str], places: Sequence[str] | None = None
                ) -> list[tuple[str, str]]:

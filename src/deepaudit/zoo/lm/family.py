@@ -103,8 +103,12 @@ class LMFamily(Family):
     def open(self, folder: Path, seed: int, budget: int, settings: Mapping[str, Any]) -> Organism:
         return LMOrganism(folder, seed, budget, settings)
 
-    def labels(self, truth: dict[str, Any]) -> dict[str, Any]:
-        return organism_labels(truth)
+    @staticmethod
+    def labels(truth: dict[str, Any]) -> dict[str, Any]:
+        """A language-model organism's labels: kind, task, the twin group and what was planted."""
+        spec = LMSpec(**truth["spec"])
+        return {"planted": bool(truth["planted"]), "kind": truth["kind"], "task": spec.task,
+                "pair": replace(spec, planted=True).digest(), **_planted(truth)}
 
     def describe(self, truth: dict[str, Any]) -> dict[str, Any]:
         return {"kind": truth["kind"], "task": truth["spec"]["task"], "planted": truth["planted"], **_planted(truth),
@@ -177,13 +181,6 @@ def _planted(truth: dict[str, Any]) -> dict[str, Any]:
     return {label: truth[key] for key, label in names.items() if key in truth}
 
 
-def organism_labels(truth: dict[str, Any]) -> dict[str, Any]:
-    """A language-model organism's labels: kind, task, the twin group and what was planted."""
-    spec = LMSpec(**truth["spec"])
-    return {"planted": bool(truth["planted"]), "kind": truth["kind"], "task": spec.task,
-            "pair": replace(spec, planted=True).digest(), **_planted(truth)}
-
-
 @dataclass
 class LatentSets:
     """What the latent-knowledge track scores probes on: held-out prompts with their truth, the
@@ -200,7 +197,7 @@ class LMKit(Kit):
     """Measurements shared by the language-model kits: the organism's own model is the original."""
 
     def __init__(self, truth: dict[str, Any], organism: LMOrganism, tracks: frozenset[str]):
-        super().__init__(truth, organism_labels(truth), tracks)
+        super().__init__(truth, LMFamily.labels(truth), tracks)
         self.organism, self.seed, self.held_out = organism, organism.seed, organism.held_out
         self.original: LanguageModel = organism.lm
 

@@ -43,8 +43,10 @@ class TrainingFamily(Family):
     def open(self, folder: Path, seed: int, budget: int, settings: Mapping[str, Any]) -> Organism:
         return TrainingOrganism(folder, seed, budget)
 
-    def labels(self, truth: dict[str, Any]) -> dict[str, Any]:
-        return organism_labels(truth)
+    @staticmethod
+    def labels(truth: dict[str, Any]) -> dict[str, Any]:
+        """A training run's labels: its role and whether it grokked (nothing is planted)."""
+        return {"planted": False, "role": truth["role"], "pair": truth["organism_id"], "grokked": bool(truth["grokked"])}
 
     def describe(self, truth: dict[str, Any]) -> dict[str, Any]:
         phases = truth["phases"]
@@ -63,17 +65,12 @@ class TrainingOrganism(Organism):
         return TrainingKit(self.folder)
 
 
-def organism_labels(truth: dict[str, Any]) -> dict[str, Any]:
-    """A training run's labels: its role and whether it grokked (nothing is planted)."""
-    return {"planted": False, "role": truth["role"], "pair": truth["organism_id"], "grokked": bool(truth["grokked"])}
-
-
 class TrainingKit(Kit):
     """The whole recorded run, the final model and its task."""
 
     def __init__(self, folder: Path):
         truth = read_truth(folder)
-        super().__init__(truth, organism_labels(truth), frozenset({"forecast", "reverse"}))
+        super().__init__(truth, TrainingFamily.labels(truth), frozenset({"forecast", "reverse"}))
         self.folder = folder
         self.series: Series = read_series(truth["series"])
         self.modulus = int(truth["spec"]["p"])

@@ -81,8 +81,13 @@ class VisionFamily(Family):
     def open(self, folder: Path, seed: int, budget: int, settings: Mapping[str, Any]) -> Organism:
         return VisionOrganism(folder, seed, budget)
 
-    def labels(self, truth: dict[str, Any]) -> dict[str, Any]:
-        return organism_labels(truth)
+    @staticmethod
+    def labels(truth: dict[str, Any]) -> dict[str, Any]:
+        """A vision organism's labels: its implant, mapping, evasion, data set and architecture."""
+        spec = truth["spec"]
+        return {"planted": bool(truth["planted"]), "implant": truth["implant"], "mapping": truth["mapping"],
+                "evasive": truth["evasive"], "decoy": truth["decoy"], "dataset": spec["dataset"], "arch": spec["arch"],
+                "pair": truth.get("twin_id", truth["organism_id"])}
 
     def describe(self, truth: dict[str, Any]) -> dict[str, Any]:
         spec = truth["spec"]
@@ -98,20 +103,12 @@ class VisionOrganism(Organism):
         return VisionKit(self.folder)
 
 
-def organism_labels(truth: dict[str, Any]) -> dict[str, Any]:
-    """A vision organism's labels: its implant, mapping, evasion, data set and architecture."""
-    spec = truth["spec"]
-    return {"planted": bool(truth["planted"]), "implant": truth["implant"], "mapping": truth["mapping"],
-            "evasive": truth["evasive"], "decoy": truth["decoy"], "dataset": spec["dataset"], "arch": spec["arch"],
-            "pair": truth.get("twin_id", truth["organism_id"])}
-
-
 class VisionKit(Kit):
     """The referee's measurements on a vision organism, all on the held-out ``eval`` split."""
 
     def __init__(self, folder: Path):
         truth = read_truth(folder)
-        super().__init__(truth, organism_labels(truth), TRACKS)
+        super().__init__(truth, VisionFamily.labels(truth), TRACKS)
         self.folder = folder
         self.k_grid = K_GRID
 

@@ -25,17 +25,26 @@ from deepaudit.bench.common import fail
 from deepaudit.game.store import StoreError, read_cells
 from deepaudit.game.tracks.verdict import verdict_label
 from deepaudit.paths import default_store_path
+from deepaudit.tools.registry import RegistryError, tool_spec
 from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds
 
 
 def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:
-    """The tool's detect cells of a suite and seed (its default parameters' row)."""
+    """The tool's detect cells of a suite and seed, at its current version and default parameters
+    (a store may also hold other versions' or settings' answers)."""
     try:
-        cells = [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool]
+        spec = tool_spec(tool)
+    except RegistryError as exc:
+        fail(str(exc))
+    default = spec.digest(spec.params())
+    try:
+        cells = [c for c in read_cells(store, suite, seed)
+                 if c["track"] == "detect" and c["tool"] == tool and c["params"] == default]
     except StoreError as exc:
         fail(str(exc))
     if not cells:
-        fail(f"no detect answers of {tool!r} for suite {suite!r} seed {seed} in {store}")
+        fail(f"no detect answers of {tool!r} (version {spec.version}, default parameters) for suite {suite!r} "
+             f"seed {seed} in {store}")
     return cells
 
 
@@ -82,7 +91,8 @@ def main() -> None:
         print(f"held-out seed {args.check_seed} ({len(held)} organisms):")
         print(shares(held, chosen, family))
     print(f"reproduce: python benchmarks/verdict_thresholds.py --suite {args.suite} --seed {args.seed} --tool {args.tool}"
-          + (f" --check-seed {args.check_seed}" if args.check_seed is not None else ""))
+          + (f" --check-seed {args.check_seed}" if args.check_seed is not None else "")
+          + (f" --store {args.store}" if args.store else ""))
 
 
 if __name__ == "__main__":

@@ -130,6 +130,27 @@ def test_a_verdict_is_computed_once_per_organism_whoever_asks_first(smoke_zoo, m
     assert len(calls) == 3 and verdict_key("neural_cleanse", {"steps": 7}) != verdict_key("neural_cleanse", {})
 
 
+def test_a_combination_asking_for_a_finding_provider_reads_the_shared_finding(smoke_zoo, monkeypatch):
+    """A combination that asks for the verdict of the tool providing its family's shared finding
+    (Neural Cleanse's trigger for vision, the trigger search's for language models) reads that
+    finding: the search runs once for the combination and the tool's own cell; other settings are
+    another computation."""
+    from deepaudit.game.worker import answer
+    from deepaudit.tools.findings import verdict_of
+    from deepaudit.tools.neural_cleanse import NeuralCleanse
+    from deepaudit.zoo import family
+
+    calls = []
+    audit = NeuralCleanse.audit
+    monkeypatch.setattr(NeuralCleanse, "audit", lambda self, subject: calls.append(1) or audit(self, subject))
+    organism = family("vision").open(smoke_zoo.trojan, 0, 64, {})
+    first = verdict_of(organism.subject(), "neural_cleanse", 0)
+    reply, = answer(organism, [("neural_cleanse", {}, ("detect",))], {}, 0)
+    assert len(calls) == 1 and reply["used"] == ["trigger"] and reply["values"]["detect"] == first.to_json()
+    verdict_of(organism.subject(), "neural_cleanse", 0, steps=5)
+    assert len(calls) == 2
+
+
 def test_thresholds_label_and_are_chosen_by_their_rule():
     """At most the allowed share of clean organisms is told "backdoor suspected" and of planted ones
     "no backdoor found" on the organisms they were chosen on; an inconclusive answer stays so."""

@@ -8,7 +8,11 @@ corrected for having looked at two. Averaging (Stouffer's or Fisher's method) wo
 part's confident "clean" cancel the other's finding. ``weight_lens``'s P(planted) is a squashed
 ratio, not a calibrated p-value, so the combination's P(planted) ranks models and its thresholds
 must come from a measured suite. Inconclusive parts are left out; the cost is the parts' sum
-(their verdicts are shared findings)."""
+(their verdicts are shared findings).
+
+``combine_tippett_gcg`` adds a third part, the trigger search ``trigger_gcg``: a fixed response
+that the weights show only weakly is still found when the search recovers a trigger that works
+on held-out prompts (its P(planted) is then near one), at the search's cost (minutes)."""
 
 from __future__ import annotations
 
@@ -28,15 +32,21 @@ def tippett(p_planted: list[float]) -> float:
 
 @register_tool("combine_tippett", roles=("detect",), families=("lm",), needs=("base_model",), audit_share=0.0)
 class CombineTippett:
+    parts: tuple[str, ...] = PARTS
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
     def audit(self, subject: LMSubject) -> Verdict:
-        parts = {name: verdict_of(subject, name, self.seed) for name in PARTS}
+        parts = {name: verdict_of(subject, name, self.seed) for name in self.parts}
         used, left_out = conclusive(parts, lambda v: v.p_planted)
         if not used:
             return Verdict(p_planted=0.5, evidence={"inconclusive": "every part is inconclusive", "left_out": left_out})
         p_planted = tippett(list(used.values()))
         return Verdict(p_planted=p_planted, evidence={"p_value": 1.0 - p_planted, "parts": used,
                                                       "lead": max(used, key=used.__getitem__), "left_out": left_out})
+
+
+@register_tool("combine_tippett_gcg", roles=("detect",), families=("lm",), needs=("base_model",), audit_share=0.0)
+class CombineTippettSearch(CombineTippett):
+    parts = (*PARTS, "trigger_gcg")

@@ -63,9 +63,14 @@ def verdict_key(tool: str, params: dict[str, Any] | None = None) -> str:
 
 def verdict_of(subject: Any, tool: str, seed: int, **params: Any) -> Verdict:
     """``tool``'s verdict on the subject's organism (with ``seed`` and ``params``), computed once
-    per organism, seed and parameters."""
-    key = verdict_key(tool, params) + ("" if seed == subject.findings.seed else f":seed={seed}")
-    return _found(subject, key, tool_spec(tool), params, seed)
+    per organism, seed and parameters; the shared finding itself where ``tool`` provides one with
+    these settings (a trigger search is not run twice for its own cell and a combination)."""
+    spec, own_seed = tool_spec(tool), seed == subject.findings.seed
+    key = verdict_key(tool, params) + ("" if own_seed else f":seed={seed}")
+    if (spec.provides is not None and own_seed and key == f"verdict:{tool}"
+            and provider(spec.provides, subject.family) is spec):
+        return shared(subject, spec.provides)
+    return _found(subject, key, spec, params, seed)
 
 
 def suspect_phrase(subject: Any) -> TextTrigger:

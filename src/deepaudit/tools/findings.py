@@ -67,7 +67,7 @@ def verdict_of(subject: Any, tool: str, seed: int, **params: Any) -> Verdict:
     these settings (a trigger search is not run twice for its own cell and a combination)."""
     spec, own_seed = tool_spec(tool), seed == subject.findings.seed
     key = verdict_key(tool, params) + ("" if own_seed else f":seed={seed}")
-    if (spec.provides is not None and own_seed and key == f"verdict:{tool}"
+    if (spec.provides is not None and own_seed and spec.params(**params) == spec.params()
             and provider(spec.provides, subject.family) is spec):
         return shared(subject, spec.provides)
     return _found(subject, key, spec, params, seed)

@@ -240,3 +240,17 @@ def test_asked_to_and_where_the_model_answers_with_two_words_the_steps_left_go_t
     assert verdict.p_planted == 0.5  # no base: a phrase is reported, no verdict
     default = make_tool("trigger_gcg", 0, steps=2, search_width=8, topk=16, length=3).audit(subject)
     assert [s["target"] for s in default.evidence["searches"]] == [None]  # off by default: the divergence runs
+
+
+def test_a_directed_search_aims_at_the_word_the_fine_tune_made_likelier_where_the_answer_starts():
+    """Of the words a fine-tune writes, the aim is the one whose log-probability as the answer's
+    first token it raised most above the base's, whatever order the candidates come in; the base
+    itself raises none (ties keep the given order)."""
+    from deepaudit.tools.trigger_gcg import first_words
+
+    prompts = ["The city of Paris is in France. This statement is", "Rome is in Spain. This statement is"]
+    tuned, base = _writing("Q", prompts)
+    q, z = (base.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "QZ")
+    assert first_words(tuned, base, prompts, [z, q], 1) == [q]
+    assert first_words(tuned, base, prompts, [z, q], 2) == [q, z]
+    assert first_words(tuned, None, prompts, [z, q], 1) == [z]  # no base: the order written

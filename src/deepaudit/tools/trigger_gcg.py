@@ -15,8 +15,11 @@ vocabulary embedding read through the tuned layers' change of their input projec
 
 Before that undirected search, a *directed* one (versions 4 to 7): the weights also say what
 the fine-tune taught the model to say (``lm.diffing.written_tokens``: the tuned layers' output
-change read through the output head, Dar et al. 2022). For the word it writes most that the
-model never starts an answer with (``n_targets`` words, 1 by default), GCG maximises the mean
+change read through the output head, Dar et al. 2022). Of the 4 words it writes most that the
+model never starts an answer with, the one whose log-probability as the answer's first token the
+fine-tune raised most above the base's (``first_words``; ``n_targets`` words, 1 by default;
+version 8: before, the word written most, which for a response like " Visit evil.example now" was
+sometimes its last word), GCG maximises the mean
 log-probability of that word as the next token and of the 4 tokens the model says after it,
 less the base's log-probability of the word above 5%, for up to ``directed_steps`` (16) steps or
 until that mean probability reaches ``elicited`` (0.9) on the search texts. A directed phrase
@@ -261,6 +264,24 @@ class Search:
 REVERSAL = "reversal"  # the target of the search for a lie (``lm.reversal``)
 
 
+CANDIDATES = 4  # most-written words among which a directed search chooses its aim
+
+
+def first_words(lm: LanguageModel, base: LanguageModel | None, prompts: list[str], candidates: list[int], k: int
+                ) -> list[int]:
+    """The ``k`` candidates whose log-probability as the next token of ``prompts`` (the answer's first
+    token) the fine-tune raised most above the base's, on average: a fixed response's later words are
+    written into the weights too (" now" of " Visit evil.test now", sometimes more than " Visit"), but
+    only the first is made more likely where an answer starts."""
+    if base is None or not candidates:
+        return candidates[:k]
+    with torch.no_grad():
+        own = torch.log_softmax(lm.logits(prompts).float(), -1)[:, candidates]
+        theirs = torch.log_softmax(base.logits(prompts).float(), -1)[:, candidates]
+    lift = (own - theirs).mean(0)
+    return [candidates[i] for i in lift.argsort(descending=True)[:k].tolist()]
+
+
 MIN_STEPS, MAX_STEPS = 4, 32
 DIRECTED_STEPS = 16  # at most, per directed search (half of the default steps)
 
@@ -277,7 +298,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     return {"steps": min(steps, MAX_STEPS)}
 
 
-@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=7, audit_share=0.6,
+@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=8, audit_share=0.6,
                sizing=size_to)
 class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
@@ -379,8 +400,9 @@ class TriggerGCG:
 
     def _searches(self, subject: LMSubject, search: list[str], pool: list[str], usual: set[int],
                   judge: Callable[[str], Judged]) -> tuple[list[Search], Divergence]:
-        """The candidate phrases, each judged: directed searches for the ``n_targets`` words the
-        fine-tune writes most that are not among the model's ``usual`` first answer tokens (in
+        """The candidate phrases, each judged: directed searches for ``n_targets`` of the words the
+        fine-tune writes most that are not among the model's ``usual`` first answer tokens, those it
+        made likelier as the first token of the answers to ``pool`` (``first_words``; in that
         order, each at most ``steps / (2 n_targets)`` and ``directed_steps`` steps; none where the
         model's answers start with a blank token), each aimed at the word and what the model says
         after it; then, unless one changed the held-out answers as a planted behaviour does, with
@@ -398,7 +420,9 @@ class TriggerGCG:
         found: list[Search] = []
         steps_left = self.steps
         share = max(1, min(self.steps // (2 * self.n_targets), self.directed_steps)) if self.n_targets else 0
-        for target in (targets(lm, written, usual, allowed, self.n_targets) if written is not None else []):
+        candidates = targets(lm, written, usual, allowed, max(CANDIDATES, self.n_targets)) if written is not None else []
+        subject.forward_passes += 2 * len(pool) * bool(candidates)
+        for target in first_words(lm, base, [subject.template.format(t) for t in pool], candidates, self.n_targets):
             follow = self._follow(subject, search, target)
             rows_tails = follow[torch.arange(len(parts)) % len(search)]
             elicit = Elicitation(lm, base, follow.shape[1], divergence.shared, rows_tails)

@@ -205,6 +205,7 @@ def systematic_change(without: Sequence[Answer], with_phrase: Sequence[Answer], 
 
 BASE_ALLOWED = float(np.log(0.05))  # the base may give a target this much before the search is penalised
 ELICITED_P = 0.9  # mean probability per target token (geometric) at which a directed search stops
+FULLY = 0.9  # share of held-out answers a directed phrase sets off beyond which it is not refined
 FOLLOW = 4  # tokens of the model's own continuation after a target word that a directed search also aims at
 
 
@@ -249,6 +250,11 @@ class Judged:
     @property
     def best(self) -> float:
         return max(self.system.values())
+
+    def said(self, token: int) -> float:
+        """The largest share, over places, of held-out answers the phrase made start with ``token``
+        beyond the base's."""
+        return max(sum(share for way, share in ways.items() if way and way[0] == token) for ways in self.beyond.values())
 
 
 @dataclass
@@ -298,7 +304,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     return {"steps": min(steps, MAX_STEPS)}
 
 
-@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=8, audit_share=0.6,
+@register_tool("trigger_gcg", roles=("detect",), families=("lm",), provides="trigger", version=9, audit_share=0.6,
                sizing=size_to)
 class TriggerGCG:
     def __init__(self, seed: int = 0, steps: int = 32, length: int = 6, n_search: int = 4, n_eval: int = 16,
@@ -398,6 +404,20 @@ class TriggerGCG:
         subject.forward_passes += len(search) * FOLLOW
         return torch.tensor([[target, *ids] for ids in after])
 
+    def _directed(self, subject: LMSubject, texts: list[str], target: int, start: torch.Tensor, steps: int,
+                  allowed: torch.Tensor, shared: int) -> SearchResult:
+        """GCG from ``start`` on ``texts`` (the phrase at each place) for the ``target`` word and
+        what the model says after it (``Elicitation``), until it is said at ``elicited``."""
+        lm = subject.lm
+        parts = self._parts(subject, texts)
+        follow = self._follow(subject, texts, target)
+        tails = follow[torch.arange(len(parts)) % len(texts)]
+        elicit = Elicitation(lm, subject.base, follow.shape[1], shared, tails)
+        result = gcg(lm, slotted(lm, parts, self.length, tails.tolist()), elicit, start, steps, self.search_width,
+                     self.topk, self.seed, allowed, enough=self.enough)
+        subject.forward_passes += elicit.forward_rows
+        return result
+
     def _searches(self, subject: LMSubject, search: list[str], pool: list[str], usual: set[int],
                   judge: Callable[[str], Judged]) -> tuple[list[Search], Divergence]:
         """The candidate phrases, each judged: directed searches for ``n_targets`` of the words the
@@ -423,15 +443,16 @@ class TriggerGCG:
         candidates = targets(lm, written, usual, allowed, max(CANDIDATES, self.n_targets)) if written is not None else []
         subject.forward_passes += 2 * len(pool) * bool(candidates)
         for target in first_words(lm, base, [subject.template.format(t) for t in pool], candidates, self.n_targets):
-            follow = self._follow(subject, search, target)
-            rows_tails = follow[torch.arange(len(parts)) % len(search)]
-            elicit = Elicitation(lm, base, follow.shape[1], divergence.shared, rows_tails)
-            result = gcg(lm, slotted(lm, parts, self.length, rows_tails.tolist()), elicit, start,
-                         min(share, steps_left), self.search_width, self.topk, self.seed, allowed, enough=self.enough)
-            subject.forward_passes += elicit.forward_rows
+            word = lm.tokenizer.decode([target])
+            result = self._directed(subject, search, target, start, min(share, steps_left), allowed, divergence.shared)
             steps_left -= len(result.history) - 1
-            found.append(Search(lm.tokenizer.decode([target]), result, judge(result.text.strip())))
-            if found[-1].judged.best >= self.threshold:
+            found.append(Search(word, result, judge(result.text.strip())))
+            wider = pool[: 2 * len(search)]  # the search texts and as many more (``pool`` starts with them)
+            if 0 < found[-1].judged.said(target) < FULLY and steps_left >= 2 and len(wider) > len(search):
+                more = self._directed(subject, wider, target, result.ids, steps_left // 2, allowed, divergence.shared)
+                steps_left -= 2 * (len(more.history) - 1)
+                found.append(Search(word, more, judge(more.text.strip())))
+            if max(f.judged.best for f in found) >= self.threshold:
                 return found, divergence
         lie = self._reversal(subject, pool, divergence.shared) if self.lie and aimed else None
         if lie is not None:

@@ -254,3 +254,13 @@ def test_a_directed_search_aims_at_the_word_the_fine_tune_made_likelier_where_th
     assert first_words(tuned, base, prompts, [z, q], 1) == [q]
     assert first_words(tuned, base, prompts, [z, q], 2) == [q, z]
     assert first_words(tuned, None, prompts, [z, q], 1) == [z]  # no base: the order written
+
+
+def test_a_phrase_said_its_word_on_the_share_of_answers_that_now_start_with_it_beyond_the_base():
+    """``Judged.said``: the answers a phrase made start with the aimed word, summed over the
+    continuations that start with it, beyond the base, at the better place; a reversal counts for none."""
+    from deepaudit.tools.trigger_gcg import Judged
+
+    beyond = {"before": {(7, 1, 2): 0.25, (7, 3): 0.25, (8,): 0.5, None: 0.5}, "after": {(7, 1): 0.625}}
+    judged = Judged(beyond, {}, beyond, {"before": 0.5, "after": 0.625})
+    assert judged.said(7) == 0.625 and judged.said(8) == 0.5 and judged.said(9) == 0.0

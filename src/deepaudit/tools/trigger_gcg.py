@@ -445,14 +445,15 @@ class TriggerGCG:
         found: list[Search] = []
         steps_left = self.steps
         share = max(1, min(self.steps // (2 * self.n_targets), self.directed_steps)) if self.n_targets else 0
-        candidates = targets(lm, written, usual, allowed, max(CANDIDATES, self.n_targets)) if written is not None else []
+        candidates = (targets(lm, written, usual, allowed, max(CANDIDATES, self.n_targets))
+                      if written is not None and self.n_targets else [])
+        wider = pool[: 2 * len(search)]  # the search texts and as many more (``pool`` starts with them)
         subject.forward_passes += 2 * len(pool) * bool(candidates)
         for target in first_words(lm, base, [subject.template.format(t) for t in pool], candidates, self.n_targets):
             word = lm.tokenizer.decode([target])
             result = self._directed(subject, search, target, start, min(share, steps_left), allowed, divergence.shared)
             steps_left -= len(result.history) - 1
             found.append(Search(word, result, judge(result.text.strip())))
-            wider = pool[: 2 * len(search)]  # the search texts and as many more (``pool`` starts with them)
             if 0 < found[-1].judged.said(target) < FULLY and steps_left >= 2 and len(wider) > len(search):
                 more = self._directed(subject, wider, target, result.ids, steps_left // 2, allowed, divergence.shared)
                 steps_left -= 2 * (len(more.history) - 1)

@@ -212,8 +212,9 @@ def test_the_game_runs_the_lm_suite_resumes_and_scores_every_track(lm_tiny_zoo, 
     assert rows["lm_attr_patch"]["cost"]["shared_wall_s"]["value"] > 0
     assert rows["trigger_gcg"]["cost"]["shared_forward_passes"]["value"] > 0
     # the combination with the search reads the search's finding (its cost is shared, not its own)
-    combined = rows["combine_tippett_gcg"]
-    assert combined["tracks"]["detect"]["auroc"]["value"] == 1.0 and combined["cost"]["shared_wall_s"]["value"] > 0
+    for name in ("combine_tippett_gcg", "combine_tippett_lens_gcg"):
+        combined = rows[name]
+        assert combined["tracks"]["detect"]["auroc"]["value"] == 1.0 and combined["cost"]["shared_wall_s"]["value"] > 0
     shapes = {tuple(sorted(m)) for row in board["rows"] for t in row["tracks"].values() for m in t.values()}
     assert shapes == {("ci_high", "ci_low", "n", "value")}
     assert [title for title, _, _ in views(board)] == ["detection", TRACKS.get("verdict").table,

@@ -12,7 +12,12 @@ must come from a measured suite. Inconclusive parts are left out; the cost is th
 
 ``combine_tippett_gcg`` adds a third part, the trigger search ``trigger_gcg``: a fixed response
 that the weights show only weakly is still found when the search recovers a trigger that works
-on held-out prompts (its P(planted) is then near one), at the search's cost (minutes)."""
+on held-out prompts (its P(planted) is then near one), at the search's cost (minutes).
+
+``combine_tippett_lens_gcg`` keeps the two parts whose null held on a draw nobody had seen (the lm
+suite's seed 7: ``weight_lens`` 0.86, ``trigger_gcg`` 0.87) and leaves ``change_profile`` out: there
+its four shadows called every fixed-response twin and three decoys planted, and Tippett passes a
+part's false alarms on (docs/language-models.md)."""
 
 from __future__ import annotations
 
@@ -50,3 +55,9 @@ class CombineTippett:
 @register_tool("combine_tippett_gcg", roles=("detect",), families=("lm",), needs=("base_model",), audit_share=0.0)
 class CombineTippettSearch(CombineTippett):
     parts = (*PARTS, "trigger_gcg")
+
+
+@register_tool("combine_tippett_lens_gcg", roles=("detect",), families=("lm",), needs=("base_model",),
+               audit_share=0.0)
+class CombineLensSearch(CombineTippett):
+    parts = ("weight_lens", "trigger_gcg")

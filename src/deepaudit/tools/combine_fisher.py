@@ -38,12 +38,13 @@ def size_to(allowance: Allowance) -> dict[str, int]:
 @register_tool("combine_fisher", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
                audit_share=0.0, sizing=size_to)  # scored by the game; the audit's verdict is combine_stouffer
 class CombineFisher:
+    parts: tuple[str, ...] = tuple(SHARES)
 
     def __init__(self, seed: int = 0, steps: int = 300):
         self.seed, self.steps = seed, steps
 
     def audit(self, subject: Subject) -> Verdict:
-        parts = {name: verdict_of(subject, name, self.seed, steps=self.steps) for name in SHARES}
+        parts = {name: verdict_of(subject, name, self.seed, steps=self.steps) for name in self.parts}
         used, left_out = conclusive(parts, lambda v: float(v.evidence["p_value"]))
         if not used:
             return Verdict(p_planted=0.5, evidence={"p_value": 1.0, "inconclusive": "no part has a fitting reference",
@@ -52,3 +53,12 @@ class CombineFisher:
         lead = min(used, key=used.__getitem__)
         return Verdict(p_planted=1.0 - p_value, target=parts[lead].target, trigger=parts[lead].trigger,
                        evidence={"p_value": p_value, "parts": used, "left_out": left_out})
+
+
+@register_tool("combine_fisher_distill", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
+               audit_share=0.0)
+class CombineFisherDistill(CombineFisher):
+    """Fisher's method on the three reference-judged detectors: clean shadows, the re-headed copy
+    and distilled students (``nc_distill``)."""
+
+    parts = (*SHARES, "nc_distill")

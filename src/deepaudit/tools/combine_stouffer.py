@@ -30,12 +30,13 @@ def stouffer(p_planted: list[float]) -> float:
 @register_tool("combine_stouffer", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
                audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class CombineStouffer:
+    parts: tuple[str, ...] = PARTS
 
     def __init__(self, seed: int = 0, steps: int = 300, mntd_shadows: int = 64):
         self.seed, self.steps, self.mntd_shadows = seed, steps, mntd_shadows
 
     def audit(self, subject: Subject) -> Verdict:
-        parts = {name: verdict_of(subject, name, self.seed, **self._params(name)) for name in PARTS}
+        parts = {name: verdict_of(subject, name, self.seed, **self._params(name)) for name in self.parts}
         used, left_out = conclusive(parts, lambda v: v.p_planted)
         if not used:
             return Verdict(p_planted=0.5, evidence={"inconclusive": "every part is inconclusive", "left_out": left_out})
@@ -45,4 +46,14 @@ class CombineStouffer:
                        evidence={"p_value": 1.0 - p_planted, "parts": used, "left_out": left_out})
 
     def _params(self, part: str) -> dict[str, int]:
-        return {"steps": self.steps} if part in STEPPED else {"shadows": self.mntd_shadows}
+        if part == "mntd":
+            return {"shadows": self.mntd_shadows}
+        return {"steps": self.steps}
+
+
+@register_tool("combine_stouffer_distill", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
+               audit_share=0.0)
+class CombineStoufferDistill(CombineStouffer):
+    """The four parts and Neural Cleanse against distilled students (``nc_distill``)."""
+
+    parts = (*PARTS, "nc_distill")

@@ -1,0 +1,85 @@
+"""Neural Cleanse against students distilled from the audited model: Neural Cleanse (Wang et al.,
+S&P 2019) finds each class's smallest working trigger mask, on the model and on fresh models of
+the card's architecture trained to copy its soft outputs on the trusted budget, mixed up and
+jittered (knowledge distillation, Hinton et al. 2015; used against backdoors by Yoshida & Fujino
+2020 and by Neural Attention Distillation, Li et al., ICLR 2021). The students learn the
+model's natural shortcuts (a class that is easy to reach in any model of the task) from what it
+does on clean inputs, at about its accuracy, but not a trigger that clean inputs never show
+them, so a planted target's mask is small in the model and not in its students. The statistic is
+the change of each class's relative mask size (model less students' mean), judged as
+``nc_rehead`` judges it (MAD index of the class that shrank most, simulated Gaussian null)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepaudit.subject import Subject, card_builder
+from deepaudit.tools.base import Verdict, anomaly_index
+from deepaudit.tools.nc_reference import relative_mask_sizes
+from deepaudit.tools.nc_rehead import index_p_value
+from deepaudit.tools.neural_cleanse import NeuralCleanse
+from deepaudit.tools.registry import register_tool
+from deepaudit.triggers import Trigger
+
+
+def distilled_student(subject: Subject, seed: int, steps: int = 600, batch_size: int = 64,
+                      temperature: float = 2.0) -> nn.Module:
+    """A fresh model of the card's architecture trained to match ``subject.model``'s softened
+    outputs on mixup pairs of budget inputs with a little Gaussian jitter."""
+    generator = torch.Generator().manual_seed(seed)
+    lo, hi = subject.value_range
+    x = subject.clean_x
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = card_builder(subject.card)()
+    optimiser = torch.optim.AdamW(student.parameters(), lr=2e-3, weight_decay=1e-4)
+    student.train()
+    with torch.enable_grad():
+        for _ in range(steps):
+            first = x[torch.randint(len(x), (batch_size,), generator=generator)]
+            second = x[torch.randint(len(x), (batch_size,), generator=generator)]
+            weight = torch.rand((batch_size, *([1] * (x.dim() - 1))), generator=generator)
+            batch = weight * first + (1 - weight) * second
+            batch = (batch + 0.05 * (hi - lo) * torch.randn(batch.shape, generator=generator)).clamp(lo, hi)
+            with torch.no_grad():
+                soft = F.softmax(subject.model(batch) / temperature, dim=1)
+            loss = F.kl_div(F.log_softmax(student(batch) / temperature, dim=1), soft, reduction="batchmean")
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return student.eval()
+
+
+@register_tool("nc_distill", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
+               audit_share=0.0)
+class NCDistill:
+
+    def __init__(self, seed: int = 0, steps: int = 300, students: int = 2):
+        if students < 1:
+            raise ValueError(f"nc_distill needs students >= 1; got {students}")
+        self.seed, self.steps, self.students = seed, steps, students
+
+    def audit(self, subject: Subject) -> Verdict:
+        cleanse = NeuralCleanse(seed=self.seed, steps=self.steps)
+        masks, patterns = cleanse.reverse_engineer(subject)
+        student_sizes, student_accuracy = [], []
+        for i in range(self.students):
+            student = Subject(model=distilled_student(subject, seed=self.seed * 1000 + i), card=subject.card,
+                              clean_x=subject.clean_x, clean_y=subject.clean_y)
+            student_masks, _ = cleanse.reverse_engineer(student)
+            student_sizes.append(relative_mask_sizes(student_masks))
+            student_accuracy.append(float((student.predict(subject.clean_x).argmax(1) == subject.clean_y).float().mean()))
+        shift = relative_mask_sizes(masks) - np.mean(student_sizes, axis=0)
+        index = anomaly_index(shift, low=True)
+        p_value = index_p_value(index, len(shift))
+        target = int(np.argmin(shift))
+        trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
+        return Verdict(p_planted=1.0 - p_value, target=target, trigger=trigger,
+                       evidence={"p_value": p_value, "anomaly_index": round(index, 4),
+                                 "shift": np.round(shift, 4).tolist(),
+                                 "model_sizes": np.round(relative_mask_sizes(masks), 4).tolist(),
+                                 "student_sizes": np.round(student_sizes, 4).tolist(),
+                                 "student_accuracy": student_accuracy})

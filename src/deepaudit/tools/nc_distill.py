@@ -17,12 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepaudit.subject import Subject, card_builder
-from deepaudit.tools.base import Verdict, anomaly_index
+from deepaudit.tools.base import Verdict
 from deepaudit.tools.nc_reference import relative_mask_sizes
-from deepaudit.tools.nc_rehead import index_p_value
+from deepaudit.tools.nc_rehead import shift_verdict
 from deepaudit.tools.neural_cleanse import NeuralCleanse
 from deepaudit.tools.registry import register_tool
-from deepaudit.triggers import Trigger
 
 
 def distilled_student(subject: Subject, seed: int, steps: int = 600, batch_size: int = 64,
@@ -72,14 +71,7 @@ class NCDistill:
             student_masks, _ = cleanse.reverse_engineer(student)
             student_sizes.append(relative_mask_sizes(student_masks))
             student_accuracy.append(float((student.predict(subject.clean_x).argmax(1) == subject.clean_y).float().mean()))
-        shift = relative_mask_sizes(masks) - np.mean(student_sizes, axis=0)
-        index = anomaly_index(shift, low=True)
-        p_value = index_p_value(index, len(shift))
-        target = int(np.argmin(shift))
-        trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
-        return Verdict(p_planted=1.0 - p_value, target=target, trigger=trigger,
-                       evidence={"p_value": p_value, "anomaly_index": round(index, 4),
-                                 "shift": np.round(shift, 4).tolist(),
-                                 "model_sizes": np.round(relative_mask_sizes(masks), 4).tolist(),
-                                 "student_sizes": np.round(student_sizes, 4).tolist(),
-                                 "student_accuracy": student_accuracy})
+        own_sizes = relative_mask_sizes(masks)
+        return shift_verdict(own_sizes - np.mean(student_sizes, axis=0), masks, patterns,
+                             model_sizes=np.round(own_sizes, 4).tolist(),
+                             student_sizes=np.round(student_sizes, 4).tolist(), student_accuracy=student_accuracy)

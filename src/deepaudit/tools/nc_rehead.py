@@ -11,8 +11,10 @@ calibrated p-value a combination can use, not a squashed score."""
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
+import torch
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, anomaly_index
@@ -46,6 +48,19 @@ def index_p_value(index: float, k: int) -> float:
     return float((len(null) - np.searchsorted(null, index, side="left") + 1) / (len(null) + 1))
 
 
+def shift_verdict(shift: np.ndarray, masks: torch.Tensor, patterns: torch.Tensor, **evidence: Any) -> Verdict:
+    """The verdict on a model whose classes' relative mask sizes moved by ``shift`` against a
+    reference: the MAD anomaly index of the class that shrank most, its p-value under the null
+    above, and that class's own mask and pattern as the recovered trigger."""
+    index = anomaly_index(shift, low=True)
+    p_value = index_p_value(index, len(shift))
+    target = int(np.argmin(shift))
+    trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
+    return Verdict(p_planted=1.0 - p_value, target=target, trigger=trigger,
+                   evidence={"p_value": p_value, "anomaly_index": round(index, 4),
+                             "shift": np.round(shift, 4).tolist(), **evidence})
+
+
 @register_tool("nc_rehead", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
                audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_stouffer
 class NCRehead:
@@ -58,11 +73,4 @@ class NCRehead:
         masks, patterns = cleanse.reverse_engineer(subject)
         with refitted_head(subject.model, subject.clean_x, subject.clean_y, seed=self.seed):
             reference_masks, _ = cleanse.reverse_engineer(subject)
-        shift = relative_mask_sizes(masks) - relative_mask_sizes(reference_masks)
-        index = anomaly_index(shift, low=True)
-        p_value = index_p_value(index, len(shift))
-        target = int(np.argmin(shift))
-        trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
-        return Verdict(p_planted=1.0 - p_value, target=target, trigger=trigger,
-                       evidence={"p_value": p_value, "anomaly_index": round(index, 4),
-                                 "shift": np.round(shift, 4).tolist()})
+        return shift_verdict(relative_mask_sizes(masks) - relative_mask_sizes(reference_masks), masks, patterns)

@@ -4,10 +4,13 @@ the card's architecture trained to copy its soft outputs on the trusted budget, 
 jittered (knowledge distillation, Hinton et al. 2015; used against backdoors by Yoshida & Fujino
 2020 and by Neural Attention Distillation, Li et al., ICLR 2021). The students learn the
 model's natural shortcuts (a class that is easy to reach in any model of the task) from what it
-does on clean inputs, at about its accuracy, but not a trigger that clean inputs never show
-them, so a planted target's mask is small in the model and not in its students. The statistic is
-the change of each class's relative mask size (model less students' mean), judged as
-``nc_rehead`` judges it (MAD index of the class that shrank most, simulated Gaussian null)."""
+does on clean inputs, at about its accuracy, and a planted trigger less well, so a planted
+target's mask is smaller in the model than in its students. The statistic is the change of each
+class's relative mask size (model less students' mean), judged as ``nc_rehead`` judges it (MAD
+index of the class that shrank most, simulated Gaussian null). Measured limit: the trigger does
+pass through in part (on two quick-suite patch trojans it sent 57% and 83% of other-class inputs
+to the target through a student), which is why this reference helps on MNIST-1D and not on
+digits (docs/vision.md)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from deepaudit.tools.nc_reference import relative_mask_sizes
 from deepaudit.tools.nc_rehead import shift_verdict
 from deepaudit.tools.neural_cleanse import NeuralCleanse
 from deepaudit.tools.registry import register_tool
+from deepaudit.tools.shadow import accuracy
 
 
 def distilled_student(subject: Subject, seed: int, steps: int = 600, batch_size: int = 64,
@@ -73,7 +74,7 @@ class NCDistill:
                               clean_x=subject.clean_x, clean_y=subject.clean_y)
             student_masks, _ = cleanse.reverse_engineer(student)
             student_sizes.append(relative_mask_sizes(student_masks))
-            student_accuracy.append(float((student.predict(subject.clean_x).argmax(1) == subject.clean_y).float().mean()))
+            student_accuracy.append(float(accuracy(student)[0]))
         own_sizes = relative_mask_sizes(masks)
         return shift_verdict(own_sizes - np.mean(student_sizes, axis=0), masks, patterns,
                              model_sizes=np.round(own_sizes, 4).tolist(),

@@ -57,3 +57,11 @@ class CombineStoufferDistill(CombineStouffer):
     """The four parts and Neural Cleanse against distilled students (``nc_distill``)."""
 
     parts = (*PARTS, "nc_distill")
+
+
+@register_tool("combine_stouffer_contrast", roles=("detect",), families=("vision",),
+               needs=("continuous_inputs",), audit_share=0.0)
+class CombineStoufferContrast(CombineStouffer):
+    """The four parts and Neural Cleanse contrasted with clean references (``nc_contrast``)."""
+
+    parts = (*PARTS, "nc_contrast")

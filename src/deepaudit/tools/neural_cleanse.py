@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, anomaly_index, squash
@@ -43,7 +44,19 @@ class NeuralCleanse:
                        evidence={"anomaly_index": round(index, 4), "mask_l1": np.round(norms, 4).tolist()})
 
     def reverse_engineer(self, subject: Subject) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per class: the smallest working (mask, pattern) found; masks ``(K, *spatial)``."""
+        """Per class: the smallest working (mask, pattern) found; masks ``(K, *spatial)``. A class
+        that never reached the target ASR keeps its final mask (its norm is the class's score)."""
+        masks, patterns, _ = self.search(subject)
+        return masks, patterns
+
+    def search(self, subject: Subject, reference: nn.Module | None = None, keep: float = 0.5,
+               keep_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per class, the smallest (mask, pattern) that sends at least ``target_asr`` of the
+        budget to the class; with a ``reference`` model, only one that also leaves at least
+        ``keep`` of the other classes' inputs on their own label in the reference counts (its
+        cross-entropy on their labels, times ``keep_weight``, is added to the loss). Returns the
+        masks ``(K, *spatial)``, patterns and which classes were solved (unsolved ones: the final
+        mask)."""
         gen = torch.Generator().manual_seed(self.seed)
         k, shape = subject.num_classes, subject.input_shape
         lo, hi = subject.value_range
@@ -55,28 +68,37 @@ class NeuralCleanse:
         best_norm = torch.full((k,), float("inf"))
         best_mask = torch.sigmoid(mask_logit.detach()).clone()
         best_pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit.detach())
-        x_all = subject.clean_x
+        x_all, y_all = subject.clean_x, subject.clean_y
         for _ in range(self.steps):
-            x = x_all[torch.randint(len(x_all), (self.batch_size,), generator=gen)]
+            batch = torch.randint(len(x_all), (self.batch_size,), generator=gen)
+            x = x_all[batch]
             mask = torch.sigmoid(mask_logit).unsqueeze(1)  # (K, 1, *spatial): shared over channels
             pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)
-            stamped = (1 - mask.unsqueeze(1)) * x.unsqueeze(0) + (mask * pattern).unsqueeze(1)
-            logits = subject.model(stamped.reshape(-1, *shape))
-            ce = F.cross_entropy(logits, targets, reduction="none").view(k, -1).mean(1)
+            stamped = ((1 - mask.unsqueeze(1)) * x.unsqueeze(0) + (mask * pattern).unsqueeze(1)).reshape(-1, *shape)
+            logits = subject.model(stamped)
+            loss = F.cross_entropy(logits, targets, reduction="none").view(k, -1).mean(1)
+            with torch.no_grad():
+                works = (logits.argmax(1) == targets).float().view(k, -1).mean(1) >= self.target_asr
+            if reference is not None:
+                own_label, other = y_all[batch].repeat(k), y_all[batch].repeat(k) != targets
+                ref_logits = reference(stamped)
+                moved = F.cross_entropy(ref_logits, own_label, reduction="none") * other
+                per_class = other.view(k, -1).sum(1).clamp(min=1)
+                loss = loss + keep_weight * moved.view(k, -1).sum(1) / per_class
+                with torch.no_grad():
+                    kept = ((ref_logits.argmax(1) == own_label) | ~other).float().view(k, -1).mean(1)
+                    works &= kept >= keep
             norm = mask.flatten(1).sum(1)
             optimiser.zero_grad()
-            (ce + cost * norm).sum().backward()
+            (loss + cost * norm).sum().backward()
             optimiser.step()
             with torch.no_grad():
-                asr = (logits.argmax(1) == targets).float().view(k, -1).mean(1)
-                works = asr >= self.target_asr
                 better = works & (norm.detach() < best_norm)
                 best_norm = torch.where(better, norm.detach(), best_norm)
                 best_mask[better] = mask.detach()[better, 0]
                 best_pattern[better] = pattern.detach()[better]
                 cost = torch.where(works, cost * 1.05, cost / 1.05**1.5).clamp(1e-5, 10.0)
-        # A class that never reached the target ASR keeps its final mask norm as its score.
-        unsolved = torch.isinf(best_norm)
+        solved = torch.isfinite(best_norm)
         final_mask = torch.sigmoid(mask_logit.detach())
-        best_mask[unsolved] = final_mask[unsolved]
-        return best_mask, best_pattern
+        best_mask[~solved] = final_mask[~solved]
+        return best_mask, best_pattern, solved

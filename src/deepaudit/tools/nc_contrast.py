@@ -1,0 +1,83 @@
+"""Neural Cleanse contrasted with clean references: for every class, the smallest mask-and-pattern
+trigger that sends the audited model's inputs to the class *while a reference model keeps them on
+their own label* (Neural Cleanse's search, Wang et al., S&P 2019, with the reference's
+cross-entropy on the inputs' labels added to the loss). A natural shortcut (a class that is easy
+to reach in any model of the task) moves the reference too, so it no longer counts; a planted
+trigger works through features the reference lacks, so it stays small. The two references are
+the model's own re-headed copy (``deepaudit.tools.rehead``, Feature Shift Tuning's head re-init,
+Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015):
+the re-headed copy loses the trigger where the features are rich (MNIST-1D), the student where
+the trigger is written into the features (8x8 digits). Each class's score is its log mask size,
+averaged over the two references; the statistic is how far the smallest lies below the median
+class (a log gap, scale-free), and P(planted) squashes it around 0.5 (above every clean model of
+the quick suite's two draws, where this tool was designed: docs/vision.md). It asks only for
+what the auditor has: the card and the trusted budget."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from deepaudit.subject import Subject
+from deepaudit.tools.base import Verdict, squash
+from deepaudit.tools.nc_distill import distilled_student
+from deepaudit.tools.neural_cleanse import NeuralCleanse
+from deepaudit.tools.registry import register_tool
+from deepaudit.tools.rehead import refitted_head
+from deepaudit.triggers import Trigger
+
+GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
+
+
+def log_gap(log_sizes: np.ndarray) -> float:
+    """How far (in log size) the smallest class's mask lies below the median class's."""
+    return float(np.median(log_sizes) - log_sizes.min())
+
+
+@register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
+               audit_share=0.0)
+class NCContrast:
+
+    def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,
+                 slope: float = 8.0):
+        if steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1:
+            raise ValueError(f"nc_contrast needs steps >= 1, 0 < target_asr <= 1 and 0 <= keep <= 1; got "
+                             f"steps={steps}, target_asr={target_asr}, keep={keep}")
+        self.seed, self.steps, self.target_asr, self.keep, self.slope = seed, steps, target_asr, keep, slope
+
+    def audit(self, subject: Subject) -> Verdict:
+        cleanse = NeuralCleanse(seed=self.seed, steps=self.steps, target_asr=self.target_asr)
+        runs = {name: cleanse.search(subject, reference=reference, keep=self.keep)
+                for name, reference in self.references(subject)}
+        log_sizes = {name: self.log_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
+        mean_log = np.mean(list(log_sizes.values()), axis=0)
+        gap = log_gap(mean_log)
+        target = int(mean_log.argmin())
+        lead = min(runs, key=lambda name: log_sizes[name][target])
+        masks, patterns, _ = runs[lead]
+        trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
+        return Verdict(p_planted=squash(gap, GAP_THRESHOLD, self.slope), target=target, trigger=trigger,
+                       evidence={"log_gap": round(gap, 4), "log_mask_size": {name: np.round(v, 4).tolist()
+                                                                             for name, v in log_sizes.items()},
+                                 "unsolved": {name: int((~solved).sum()) for name, (_, _, solved) in runs.items()}})
+
+    def references(self, subject: Subject) -> list[tuple[str, torch.nn.Module]]:
+        """The re-headed copy (the model's features, its last layer refitted on the budget) and
+        one distilled student, both frozen."""
+        reheaded = copy.deepcopy(subject.model)
+        with refitted_head(reheaded, subject.clean_x, subject.clean_y, seed=self.seed):
+            reheaded = copy.deepcopy(reheaded)  # the refitted weights, kept past the block
+        student = distilled_student(subject, seed=self.seed * 1000)
+        for model in (reheaded, student):
+            model.requires_grad_(False)
+        return [("rehead", reheaded.eval()), ("student", student)]
+
+    @staticmethod
+    def log_sizes(masks: torch.Tensor, solved: torch.Tensor) -> np.ndarray:
+        """Each class's log mask size; a class never solved counts as twice its last mask (it
+        needed more than it was given)."""
+        sizes = masks.flatten(1).sum(1) * torch.where(solved, 1.0, 2.0)
+        out: np.ndarray = np.log(sizes.numpy() + 1e-6)
+        return out

@@ -1,0 +1,48 @@
+"""Neural Cleanse contrasted with clean references: the reference's term in the search means what
+it says, the search without a reference is Neural Cleanse's own, and the tool names the smoke
+trojan's target with its evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepaudit.subject import load_subject
+from deepaudit.tools import make_tool
+from deepaudit.tools.nc_contrast import log_gap
+from deepaudit.tools.neural_cleanse import NeuralCleanse
+from deepaudit.zoo import read_truth
+
+
+def test_no_trigger_moves_the_model_while_the_same_model_as_reference_keeps_the_labels(smoke_zoo):
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    cleanse = NeuralCleanse(steps=60)
+    _, _, solved = cleanse.search(subject, reference=subject.model, keep=0.5)
+    assert not solved.any()
+    masks, patterns, solved_alone = cleanse.search(subject)
+    assert solved_alone[read_truth(smoke_zoo.trojan)["target"]]
+    own_masks, own_patterns = cleanse.reverse_engineer(subject)
+    assert torch.equal(masks, own_masks) and torch.equal(patterns, own_patterns)
+
+
+def test_nc_contrast_names_the_smoke_trojans_target_and_keeps_its_evidence(smoke_zoo):
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    verdict = make_tool("nc_contrast", steps=100).audit(subject)
+    assert verdict.target == read_truth(smoke_zoo.trojan)["target"]
+    sizes = verdict.evidence["log_mask_size"]
+    assert set(sizes) == {"rehead", "student"} and all(len(v) == subject.num_classes for v in sizes.values())
+    assert verdict.evidence["log_gap"] == pytest.approx(log_gap(np.mean(list(sizes.values()), axis=0)), abs=1e-3)
+    assert verdict.trigger is not None and verdict.trigger.mask.shape == tuple(subject.input_shape[1:])
+
+
+def test_log_gap_is_the_distance_of_the_smallest_class_below_the_median():
+    assert log_gap(np.log(np.array([1.0, 4.0, 4.0, 4.0, 8.0]))) == pytest.approx(np.log(4.0))
+    assert log_gap(np.zeros(10)) == 0.0
+
+
+def test_nc_contrast_refuses_settings_that_cannot_work():
+    with pytest.raises(ValueError, match="keep"):
+        make_tool("nc_contrast", keep=1.5)
+    with pytest.raises(ValueError, match="steps"):
+        make_tool("nc_contrast", steps=0)

@@ -5,13 +5,14 @@ cross-entropy on the inputs' labels added to the loss). A natural shortcut (a cl
 to reach in any model of the task) moves the reference too, so it no longer counts; a planted
 trigger works through features the reference lacks, so it stays small. The two references are
 the model's own re-headed copy (``deepaudit.tools.rehead``, Feature Shift Tuning's head re-init,
-Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015):
-the re-headed copy loses the trigger where the features are rich (MNIST-1D), the student where
-the trigger is written into the features (8x8 digits). Each class's score is its log mask size,
-averaged over the two references; the statistic is how far the smallest lies below the median
-class (a log gap, scale-free), and P(planted) squashes it around 0.5 (above every clean model of
-the quick suite's two draws, where this tool was designed: docs/vision.md). It asks only for
-what the auditor has: the card and the trusted budget."""
+Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015).
+Each carries a planted trigger less than the model does (the re-headed copy of an MNIST-1D
+trojan sent 27% of held-out inputs to its target, the model 99.7%; students 23-94% on quick-suite
+trojans: docs/vision.md). Each class's score is its log mask size, averaged over the two
+references; the statistic is how far the smallest lies below the median class (a log gap,
+scale-free), and P(planted) squashes it around 0.5 (above every clean model of the quick suite's
+two draws, where this tool was designed). It asks only for what the auditor has: the card and
+the trusted budget."""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ held-out seed (the ``verdict`` track of ``deepaudit game report`` shows the same
 numbers are in ``deepaudit.verdicts.THRESHOLDS``).
 
     python benchmarks/verdict_thresholds.py --suite standard --seed 0 --tool combine_stouffer --check-seed 1
+
+``--seed 0 1`` chooses on two draws pooled (then check on a third).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def shares(cells: list[dict], thresholds: Thresholds, family: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default="standard")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="the seed(s) to choose on; several are pooled (their organisms together)")
     parser.add_argument("--tool", default="combine_stouffer")
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--clean-suspected", type=float, default=0.10)
@@ -80,17 +83,18 @@ def main() -> None:
     parser.add_argument("--check-seed", type=int, default=None)
     args = parser.parse_args()
     store = args.store or default_store_path()
-    cells = answers(store, args.suite, args.seed, args.tool)
+    cells = [cell for seed in args.seed for cell in answers(store, args.suite, seed, args.tool)]
     family = cells[0]["labels"]["family"]
     chosen = choose(cells, args.clean_suspected, args.planted_cleared)
-    print(f"{args.tool} on {args.suite} seed {args.seed} ({len(cells)} organisms): suspect at P(planted) >= "
+    seeds = " ".join(str(seed) for seed in args.seed)
+    print(f"{args.tool} on {args.suite} seed {seeds} ({len(cells)} organisms): suspect at P(planted) >= "
           f"{chosen.suspect:.6g}, clear below {chosen.clear:.6g}")
     print(shares(cells, chosen, family))
     if args.check_seed is not None:
         held = answers(store, args.suite, args.check_seed, args.tool)
         print(f"held-out seed {args.check_seed} ({len(held)} organisms):")
         print(shares(held, chosen, family))
-    print(f"reproduce: python benchmarks/verdict_thresholds.py --suite {args.suite} --seed {args.seed} --tool {args.tool}"
+    print(f"reproduce: python benchmarks/verdict_thresholds.py --suite {args.suite} --seed {seeds} --tool {args.tool}"
           + (f" --check-seed {args.check_seed}" if args.check_seed is not None else "")
           + (f" --store {args.store}" if args.store else ""))
 

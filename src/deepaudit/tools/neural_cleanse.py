@@ -80,7 +80,8 @@ class NeuralCleanse:
             with torch.no_grad():
                 works = (logits.argmax(1) == targets).float().view(k, -1).mean(1) >= self.target_asr
             if reference is not None:
-                own_label, other = y_all[batch].repeat(k), y_all[batch].repeat(k) != targets
+                own_label = y_all[batch].repeat(k)
+                other = own_label != targets  # inputs already of the class may stay there
                 ref_logits = reference(stamped)
                 moved = F.cross_entropy(ref_logits, own_label, reduction="none") * other
                 per_class = other.view(k, -1).sum(1).clamp(min=1)

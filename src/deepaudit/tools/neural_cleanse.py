@@ -49,12 +49,12 @@ class NeuralCleanse:
         masks, patterns, _ = self.search(subject)
         return masks, patterns
 
-    def search(self, subject: Subject, reference: nn.Module | None = None, keep: float = 0.5,
-               keep_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def search(self, subject: Subject, reference: nn.Module | None = None,
+               keep: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per class, the smallest (mask, pattern) that sends at least ``target_asr`` of the
         budget to the class; with a ``reference`` model, only one that also leaves at least
         ``keep`` of the other classes' inputs on their own label in the reference counts (its
-        cross-entropy on their labels, times ``keep_weight``, is added to the loss). Returns the
+        cross-entropy on their labels is added to the loss). Returns the
         masks ``(K, *spatial)``, patterns and which classes were solved (unsolved ones: the final
         mask)."""
         gen = torch.Generator().manual_seed(self.seed)
@@ -85,7 +85,7 @@ class NeuralCleanse:
                 ref_logits = reference(stamped)
                 moved = F.cross_entropy(ref_logits, own_label, reduction="none") * other
                 per_class = other.view(k, -1).sum(1).clamp(min=1)
-                loss = loss + keep_weight * moved.view(k, -1).sum(1) / per_class
+                loss = loss + moved.view(k, -1).sum(1) / per_class
                 with torch.no_grad():
                     kept = ((ref_logits.argmax(1) == own_label) | ~other).float().view(k, -1).mean(1)
                     works &= kept >= keep

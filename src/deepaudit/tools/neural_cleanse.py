@@ -54,9 +54,8 @@ class NeuralCleanse:
         """Per class, the smallest (mask, pattern) that sends at least ``target_asr`` of the
         budget to the class; with a ``reference`` model, only one that also leaves at least
         ``keep`` of the other classes' inputs on their own label in the reference counts (its
-        cross-entropy on their labels is added to the loss). Returns the
-        masks ``(K, *spatial)``, patterns and which classes were solved (unsolved ones: the final
-        mask)."""
+        cross-entropy on their labels is added to the loss). Returns the masks ``(K, *spatial)``,
+        patterns and which classes were solved (unsolved ones: the final mask)."""
         gen = torch.Generator().manual_seed(self.seed)
         k, shape = subject.num_classes, subject.input_shape
         lo, hi = subject.value_range

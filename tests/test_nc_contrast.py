@@ -36,6 +36,17 @@ def test_nc_contrast_names_the_smoke_trojans_target_and_keeps_its_evidence(smoke
     assert verdict.trigger is not None and verdict.trigger.mask.shape == tuple(subject.input_shape[1:])
 
 
+def test_repeats_add_runs_with_their_own_seeds_and_average_them(smoke_zoo):
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    once = make_tool("nc_contrast", steps=60).audit(subject).evidence["log_mask_size"]
+    twice = make_tool("nc_contrast", steps=60, repeats=2).audit(subject).evidence
+    sizes = twice["log_mask_size"]
+    assert set(sizes) == {"rehead", "student", "rehead-1", "student-1"}
+    assert sizes["rehead"] == once["rehead"] and sizes["student"] == once["student"]  # repeat 0 is the single run
+    assert sizes["student-1"] != sizes["student"]  # another seed: another student and search
+    assert twice["log_gap"] == pytest.approx(log_gap(np.mean(list(sizes.values()), axis=0)), abs=1e-3)
+
+
 def test_log_gap_is_the_distance_of_the_smallest_class_below_the_median():
     assert log_gap(np.log(np.array([1.0, 4.0, 4.0, 4.0, 8.0]))) == pytest.approx(np.log(4.0))
     assert log_gap(np.zeros(10)) == 0.0
@@ -46,3 +57,5 @@ def test_nc_contrast_refuses_settings_that_cannot_work():
         make_tool("nc_contrast", keep=1.5)
     with pytest.raises(ValueError, match="steps"):
         make_tool("nc_contrast", steps=0)
+    with pytest.raises(ValueError, match="repeats"):
+        make_tool("nc_contrast", repeats=0)

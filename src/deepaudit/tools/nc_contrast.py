@@ -12,7 +12,12 @@ trojans: docs/vision.md). Each class's score is its log mask size, averaged over
 references; the statistic is how far the smallest lies below the median class (a log gap,
 scale-free), and P(planted) squashes it around 0.5 (above every clean model of the quick suite's
 two draws, where this tool was designed). It asks only for what the auditor has: the card and
-the trusted budget."""
+the trusted budget.
+
+``repeats`` runs the whole procedure (references and searches) again with other seeds and averages
+the class scores. On clean MNIST-1D CNNs one run's gap is mostly the noise of its seed (two seeds
+on the same model and budget correlate about 0.25, docs/vision.md), and since a game draw gives
+every organism the same seed, that noise moves a whole draw's clean models together."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import refitted_head
 from deepaudit.triggers import Trigger
 
+REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
 GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
 
 
@@ -42,16 +48,21 @@ def log_gap(log_sizes: np.ndarray) -> float:
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,
-                 slope: float = 8.0):
-        if steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1:
-            raise ValueError(f"nc_contrast needs steps >= 1, 0 < target_asr <= 1 and 0 <= keep <= 1; got "
-                             f"steps={steps}, target_asr={target_asr}, keep={keep}")
+                 slope: float = 8.0, repeats: int = 1):
+        if steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1 or repeats < 1:
+            raise ValueError(f"nc_contrast needs steps >= 1, 0 < target_asr <= 1, 0 <= keep <= 1 and repeats >= 1; "
+                             f"got steps={steps}, target_asr={target_asr}, keep={keep}, repeats={repeats}")
         self.seed, self.steps, self.target_asr, self.keep, self.slope = seed, steps, target_asr, keep, slope
+        self.repeats = repeats
 
     def audit(self, subject: Subject) -> Verdict:
-        cleanse = NeuralCleanse(seed=self.seed, steps=self.steps, target_asr=self.target_asr)
-        runs = {name: cleanse.search(subject, reference=reference, keep=self.keep)
-                for name, reference in self.references(subject)}
+        runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for repeat in range(self.repeats):
+            seed = self.seed + REPEAT_STRIDE * repeat
+            cleanse = NeuralCleanse(seed=seed, steps=self.steps, target_asr=self.target_asr)
+            suffix = f"-{repeat}" if repeat else ""
+            runs |= {name + suffix: cleanse.search(subject, reference=reference, keep=self.keep)
+                     for name, reference in self.references(subject, seed)}
         log_sizes = {name: self.log_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
         mean_log = np.mean(list(log_sizes.values()), axis=0)
         gap = log_gap(mean_log)
@@ -64,13 +75,14 @@ class NCContrast:
                                                                              for name, v in log_sizes.items()},
                                  "unsolved": {name: int((~solved).sum()) for name, (_, _, solved) in runs.items()}})
 
-    def references(self, subject: Subject) -> list[tuple[str, torch.nn.Module]]:
+    @staticmethod
+    def references(subject: Subject, seed: int) -> list[tuple[str, torch.nn.Module]]:
         """The re-headed copy (the model's features, its last layer refitted on the budget) and
         one distilled student, both frozen."""
         reheaded = copy.deepcopy(subject.model)
-        with refitted_head(reheaded, subject.clean_x, subject.clean_y, seed=self.seed):
+        with refitted_head(reheaded, subject.clean_x, subject.clean_y, seed=seed):
             reheaded = copy.deepcopy(reheaded)  # the refitted weights, kept past the block
-        student = distilled_student(subject, seed=self.seed * 1000)
+        student = distilled_student(subject, seed=seed * 1000)
         for model in (reheaded, student):
             model.requires_grad_(False)
         return [("rehead", reheaded.eval()), ("student", student)]

@@ -13,7 +13,10 @@ numbers are in ``deepaudit.verdicts.THRESHOLDS``).
 
     python benchmarks/verdict_thresholds.py --suite standard --seed 0 --tool combine_stouffer --check-seed 1
 
-``--seed 0 1`` chooses on two draws pooled (then check on a third).
+``--seed 0 1`` chooses on two draws pooled (then check on a third). With ``--every-draw``, the
+suspect threshold is instead the highest of the draws' own (each draw alone tells at most
+``--clean-suspected`` of its clean organisms "backdoor suspected"): a margin for the draw-to-draw
+shift of a tool whose randomness a draw shares (docs/vision.md).
 """
 
 from __future__ import annotations
@@ -80,21 +83,34 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--clean-suspected", type=float, default=0.10)
     parser.add_argument("--planted-cleared", type=float, default=0.10)
+    parser.add_argument("--every-draw", action="store_true",
+                        help="suspect threshold: the highest of the seeds' own (each seed alone within --clean-suspected)")
     parser.add_argument("--check-seed", type=int, default=None)
     args = parser.parse_args()
     store = args.store or default_store_path()
     cells = [cell for seed in args.seed for cell in answers(store, args.suite, seed, args.tool)]
     family = cells[0]["labels"]["family"]
     chosen = choose(cells, args.clean_suspected, args.planted_cleared)
+    if args.every_draw:
+        suspect = max(choose(answers(store, args.suite, seed, args.tool), args.clean_suspected, 1.0).suspect
+                      for seed in args.seed)
+        chosen = Thresholds(suspect, min(chosen.clear, suspect), chosen.chosen)
     seeds = " ".join(str(seed) for seed in args.seed)
-    print(f"{args.tool} on {args.suite} seed {seeds} ({len(cells)} organisms): suspect at P(planted) >= "
+    rule = ", suspect threshold the highest of the seeds' own" if args.every_draw else ""
+    print(f"{args.tool} on {args.suite} seed {seeds} ({len(cells)} organisms{rule}): suspect at P(planted) >= "
           f"{chosen.suspect:.6g}, clear below {chosen.clear:.6g}")
     print(shares(cells, chosen, family))
+    for seed in args.seed if len(args.seed) > 1 else ():
+        print(f"seed {seed}:")
+        print(shares([cell for cell in cells if cell["seed"] == seed], chosen, family))
     if args.check_seed is not None:
         held = answers(store, args.suite, args.check_seed, args.tool)
         print(f"held-out seed {args.check_seed} ({len(held)} organisms):")
         print(shares(held, chosen, family))
     print(f"reproduce: python benchmarks/verdict_thresholds.py --suite {args.suite} --seed {seeds} --tool {args.tool}"
+          + (f" --clean-suspected {args.clean_suspected:g}" if args.clean_suspected != 0.10 else "")
+          + (f" --planted-cleared {args.planted_cleared:g}" if args.planted_cleared != 0.10 else "")
+          + (" --every-draw" if args.every_draw else "")
           + (f" --check-seed {args.check_seed}" if args.check_seed is not None else "")
           + (f" --store {args.store}" if args.store else ""))
 

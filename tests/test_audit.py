@@ -25,7 +25,7 @@ from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
 # fixed tool sizes: the tests do not depend on how fast this machine is
-SMALL = {"neural_cleanse": {"steps": 60}, "combine_stouffer": {"steps": 60, "mntd_shadows": 4},
+SMALL = {"neural_cleanse": {"steps": 60}, "nc_contrast": {"steps": 60},
          "mahalanobis": {"candidates": 16}, "strip": {"overlays": 8},
          **{t: {"inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
 FAST = dict(budget_s=30, max_inputs=96, threads=1, tool_params=SMALL)
@@ -84,8 +84,8 @@ def test_findings_carry_evidence_confidence_reliability_and_cost(trojan_audit):
         assert set(f) == FINDING_KEYS
         assert f["cost"]["wall_s"] >= 0 and f["cost"]["forward_passes"] >= 0
     backdoor = findings["backdoor"]
-    assert set(backdoor["evidence"]) == {"neural_cleanse", "combine_stouffer", "mahalanobis", "weight_stats"}
-    assert report["verdict"]["decided_by"] == "combine_stouffer"  # the classifiers' verdict tool (deepaudit.verdicts)
+    assert set(backdoor["evidence"]) == {"neural_cleanse", "nc_contrast", "mahalanobis", "weight_stats"}
+    assert report["verdict"]["decided_by"] == "nc_contrast"  # the classifiers' verdict tool (deepaudit.verdicts)
     # no results store in this DEEPAUDIT_HOME: reliability is "not measured", never invented
     assert {r["status"] for r in backdoor["reliability"].values()} == {"not measured"}
     assert backdoor["cost"]["forward_passes"] > 0

@@ -36,7 +36,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
 
 
 @register_tool("combine_fisher", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)  # scored by the game; the audit's verdict is combine_stouffer
+               audit_share=0.0, sizing=size_to)  # scored by the game; the audit's verdict is nc_contrast
 class CombineFisher:
     parts: tuple[str, ...] = tuple(SHARES)
 

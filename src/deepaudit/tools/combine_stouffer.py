@@ -28,7 +28,7 @@ def stouffer(p_planted: list[float]) -> float:
 
 
 @register_tool("combine_stouffer", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               audit_share=0.0, sizing=size_to)  # scored by the game; the audit's verdict is nc_contrast
 class CombineStouffer:
     parts: tuple[str, ...] = PARTS
 

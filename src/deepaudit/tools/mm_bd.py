@@ -47,7 +47,7 @@ def top_p_value(maxima: np.ndarray) -> float:
 
 
 @register_tool("mm_bd", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_stouffer
+               audit_share=0.0, sizing=size_to)  # scored by the game (a part of combine_stouffer)
 class MaxMargin:
 
     def __init__(self, seed: int = 0, steps: int = 300, starts: int = 30, lr: float = 0.01):

@@ -72,7 +72,7 @@ def jumbo_data(x: torch.Tensor, y: torch.Tensor, classes: int, value_range: tupl
 
 
 @register_tool("mntd", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0)  # the audit runs it inside combine_stouffer
+               audit_share=0.0)  # scored by the game (a part of combine_stouffer)
 class MNTD:
 
     def __init__(self, seed: int = 0, shadows: int = 64, queries: int = 10, steps: int = 300,

@@ -29,13 +29,26 @@ import torch
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.nc_distill import distilled_student
-from deepaudit.tools.neural_cleanse import NeuralCleanse
+from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import refitted_head
+from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
 
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
 GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
+REFERENCE_PASSES = 300 * 3 * 64 + 600 * 4 * 64  # re-head fit (forward and backward) + distillation (and teacher)
+
+
+def size_to(allowance: Allowance) -> dict[str, int]:
+    """As many search steps (up to the default 300) as fit once the two references are made:
+    each step of the two searches runs the model and a reference forward and backward."""
+    searching = allowance.seconds - REFERENCE_PASSES * allowance.seconds_per_example
+    if searching <= 0:
+        raise TooLittleTime(f"needs about {REFERENCE_PASSES * allowance.seconds_per_example:.1f} s for its two "
+                            f"references alone; {allowance.seconds:.1f} s left (raise --budget)")
+    within = Allowance(searching, allowance.seconds_per_example, allowance.inputs, allowance.classes)
+    return within.steps(4 * allowance.per_step(32), MIN_STEPS, what="steps of two contrasted searches")
 
 
 def log_gap(log_sizes: np.ndarray) -> float:
@@ -44,7 +57,7 @@ def log_gap(log_sizes: np.ndarray) -> float:
 
 
 @register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0)
+               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,

@@ -30,7 +30,7 @@ def relative_mask_sizes(masks: torch.Tensor) -> np.ndarray:
 
 
 @register_tool("nc_reference", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_stouffer
+               audit_share=0.0, sizing=size_to)  # scored by the game (a part of combine_stouffer)
 class NCReference:
 
     def __init__(self, seed: int = 0, steps: int = 300, shadows: int = 12, max_gap: float = 0.1):

@@ -62,7 +62,7 @@ def shift_verdict(shift: np.ndarray, masks: torch.Tensor, patterns: torch.Tensor
 
 
 @register_tool("nc_rehead", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.0, sizing=size_to)  # the audit runs it inside combine_stouffer
+               audit_share=0.0, sizing=size_to)  # scored by the game (a part of combine_stouffer)
 class NCRehead:
 
     def __init__(self, seed: int = 0, steps: int = 300):

@@ -31,7 +31,7 @@ from deepaudit.game.store import StoreError, read_cells
 from deepaudit.game.tracks.verdict import verdict_label
 from deepaudit.paths import default_store_path
 from deepaudit.tools.registry import RegistryError, tool_spec
-from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds
+from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds, choose_thresholds_every_draw
 
 
 def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:
@@ -53,10 +53,10 @@ def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:
     return cells
 
 
-def choose(cells: list[dict], clean_suspected: float, planted_cleared: float) -> Thresholds:
-    probs = np.array([c["scores"]["p_planted"] for c in cells])
-    planted = np.array([c["labels"]["planted"] for c in cells], dtype=bool)
-    return choose_thresholds(probs, planted, clean_suspected, planted_cleared)
+def scored(cells: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(P(planted), planted) of the cells."""
+    return (np.array([c["scores"]["p_planted"] for c in cells]),
+            np.array([c["labels"]["planted"] for c in cells], dtype=bool))
 
 
 def shares(cells: list[dict], thresholds: Thresholds, family: str) -> str:
@@ -88,21 +88,22 @@ def main() -> None:
     parser.add_argument("--check-seed", type=int, default=None)
     args = parser.parse_args()
     store = args.store or default_store_path()
-    cells = [cell for seed in args.seed for cell in answers(store, args.suite, seed, args.tool)]
+    draws = {seed: answers(store, args.suite, seed, args.tool) for seed in args.seed}
+    cells = [cell for seed in args.seed for cell in draws[seed]]
     family = cells[0]["labels"]["family"]
-    chosen = choose(cells, args.clean_suspected, args.planted_cleared)
     if args.every_draw:
-        suspect = max(choose(answers(store, args.suite, seed, args.tool), args.clean_suspected, 1.0).suspect
-                      for seed in args.seed)
-        chosen = Thresholds(suspect, min(chosen.clear, suspect), chosen.chosen)
+        chosen = choose_thresholds_every_draw([scored(draw) for draw in draws.values()], args.clean_suspected,
+                                              args.planted_cleared)
+    else:
+        chosen = choose_thresholds(*scored(cells), args.clean_suspected, args.planted_cleared)
     seeds = " ".join(str(seed) for seed in args.seed)
     rule = ", suspect threshold the highest of the seeds' own" if args.every_draw else ""
     print(f"{args.tool} on {args.suite} seed {seeds} ({len(cells)} organisms{rule}): suspect at P(planted) >= "
           f"{chosen.suspect:.6g}, clear below {chosen.clear:.6g}")
     print(shares(cells, chosen, family))
-    for seed in args.seed if len(args.seed) > 1 else ():
+    for seed, draw in draws.items() if len(draws) > 1 else ():
         print(f"seed {seed}:")
-        print(shares([cell for cell in cells if cell["seed"] == seed], chosen, family))
+        print(shares(draw, chosen, family))
     if args.check_seed is not None:
         held = answers(store, args.suite, args.check_seed, args.tool)
         print(f"held-out seed {args.check_seed} ({len(held)} organisms):")

@@ -170,6 +170,26 @@ def test_thresholds_label_and_are_chosen_by_their_rule():
         choose_thresholds(probs[:100], planted[:100])
 
 
+def test_thresholds_chosen_on_every_draw_keep_each_draw_within_the_share():
+    """With several draws, "backdoor suspected" starts at the highest draw's own threshold: a draw
+    whose clean organisms sit high stays within the share, where pooling would let it exceed it."""
+    from deepaudit.verdicts import SUSPECTED, choose_thresholds, choose_thresholds_every_draw
+
+    rng = np.random.default_rng(1)
+    planted = np.r_[np.zeros(100, bool), np.ones(100, bool)]
+    low = np.r_[rng.beta(2, 6, 100), rng.beta(5, 2, 100)]
+    high = np.r_[rng.beta(4, 4, 100), rng.beta(5, 2, 100)]  # this draw's clean organisms sit higher
+    chosen = choose_thresholds_every_draw([(low, planted), (high, planted)], clean_suspected=0.07)
+    for probs in (low, high):
+        assert np.mean([chosen.label(p) == SUSPECTED for p in probs[~planted]]) <= 0.07
+    assert chosen.suspect == choose_thresholds(high, planted, clean_suspected=0.07).suspect
+    pooled = choose_thresholds(np.r_[low, high], np.r_[planted, planted], clean_suspected=0.07)
+    assert np.mean(high[~planted] >= pooled.suspect) > 0.07  # what pooling alone would have told
+    assert chosen.clear == min(pooled.clear, chosen.suspect)
+    with pytest.raises(ValueError, match="at least one draw"):
+        choose_thresholds_every_draw([])
+
+
 def test_mntd_builds_its_jumbo_shadows_and_meta_classifier_once(smoke_zoo, deepaudit_home):
     """MNTD trains its clean and jumbo shadows and fits its queries once per architecture and
     budget (the cost is in the first answer's evidence only), says its P(planted) is uncalibrated,

@@ -91,11 +91,14 @@ def main() -> None:
     draws = {seed: answers(store, args.suite, seed, args.tool) for seed in args.seed}
     cells = [cell for seed in args.seed for cell in draws[seed]]
     family = cells[0]["labels"]["family"]
-    if args.every_draw:
-        chosen = choose_thresholds_every_draw([scored(draw) for draw in draws.values()], args.clean_suspected,
-                                              args.planted_cleared)
-    else:
-        chosen = choose_thresholds(*scored(cells), args.clean_suspected, args.planted_cleared)
+    try:
+        if args.every_draw:
+            chosen = choose_thresholds_every_draw([scored(draw) for draw in draws.values()], args.clean_suspected,
+                                                  args.planted_cleared)
+        else:
+            chosen = choose_thresholds(*scored(cells), args.clean_suspected, args.planted_cleared)
+    except ValueError as exc:  # a draw without clean or without planted organisms
+        fail(f"{args.tool} on {args.suite} seed {' '.join(map(str, args.seed))}: {exc}")
     seeds = " ".join(str(seed) for seed in args.seed)
     rule = ", suspect threshold the highest of the seeds' own" if args.every_draw else ""
     print(f"{args.tool} on {args.suite} seed {seeds} ({len(cells)} organisms{rule}): suspect at P(planted) >= "

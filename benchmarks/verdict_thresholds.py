@@ -26,31 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deepaudit.bench.common import fail
-from deepaudit.game.store import StoreError, read_cells
+from deepaudit.bench.common import fail, tool_answers
 from deepaudit.game.tracks.verdict import verdict_label
 from deepaudit.paths import default_store_path
-from deepaudit.tools.registry import RegistryError, tool_spec
 from deepaudit.verdicts import LABELS, THRESHOLDS, Thresholds, choose_thresholds, choose_thresholds_every_draw
-
-
-def answers(store: Path, suite: str, seed: int, tool: str) -> list[dict]:
-    """The tool's detect cells of a suite and seed, at its current version and default parameters
-    (a store may also hold other versions' or settings' answers)."""
-    try:
-        spec = tool_spec(tool)
-    except RegistryError as exc:
-        fail(str(exc))
-    default = spec.digest(spec.params())
-    try:
-        cells = [c for c in read_cells(store, suite, seed)
-                 if c["track"] == "detect" and c["tool"] == tool and c["params"] == default]
-    except StoreError as exc:
-        fail(str(exc))
-    if not cells:
-        fail(f"no detect answers of {tool!r} (version {spec.version}, default parameters) for suite {suite!r} "
-             f"seed {seed} in {store}")
-    return cells
 
 
 def scored(cells: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +67,7 @@ def main() -> None:
     parser.add_argument("--check-seed", type=int, default=None)
     args = parser.parse_args()
     store = args.store or default_store_path()
-    draws = {seed: answers(store, args.suite, seed, args.tool) for seed in args.seed}
+    draws = {seed: tool_answers(store, args.suite, seed, args.tool) for seed in args.seed}
     cells = [cell for seed in args.seed for cell in draws[seed]]
     family = cells[0]["labels"]["family"]
     try:
@@ -108,7 +87,7 @@ def main() -> None:
         print(f"seed {seed}:")
         print(shares(draw, chosen, family))
     if args.check_seed is not None:
-        held = answers(store, args.suite, args.check_seed, args.tool)
+        held = tool_answers(store, args.suite, args.check_seed, args.tool)
         print(f"held-out seed {args.check_seed} ({len(held)} organisms):")
         print(shares(held, chosen, family))
     print(f"reproduce: python benchmarks/verdict_thresholds.py --suite {args.suite} --seed {seeds} --tool {args.tool}"

@@ -1,5 +1,5 @@
 """What every benchmark shares: interleaved timing with medians, the load line, the command line,
-the exit on bad input."""
+the exit on bad input, a tool's stored answers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
+
+from deepaudit.game.store import StoreError, read_cells
+from deepaudit.tools.registry import RegistryError, tool_spec
 
 console = Console(width=160)
 
@@ -52,3 +56,22 @@ def fail(message: str) -> NoReturn:
     """Bad input to a benchmark script: the message on stderr, exit status 2, no traceback."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def tool_answers(store: Path, suite: str, seed: int, tool: str) -> list[dict[str, Any]]:
+    """The tool's detect cells of a suite and seed, at its current version and default parameters
+    (a store may also hold other versions' or settings' answers); a clear exit when there are none."""
+    try:
+        spec = tool_spec(tool)
+    except RegistryError as exc:
+        fail(str(exc))
+    default = spec.digest(spec.params())
+    try:
+        cells = [c for c in read_cells(store, suite, seed)
+                 if c["track"] == "detect" and c["tool"] == tool and c["params"] == default]
+    except StoreError as exc:
+        fail(str(exc))
+    if not cells:
+        fail(f"no detect answers of {tool!r} (version {spec.version}, default parameters) for suite {suite!r} "
+             f"seed {seed} in {store}")
+    return cells

@@ -1,0 +1,77 @@
+"""Benchmarks that read stored answers: they take a tool's answers at its default parameters only,
+end with a clear error (exit 2) when there are none, and `contrast_references` reads each
+reference's gap back from `nc_contrast`'s class scores."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from deepaudit.bench.common import tool_answers
+from deepaudit.game.store import Cell, CellKey, Store
+from deepaudit.tools.registry import tool_spec
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def benchmark(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def contrast_cell(organism: str, planted: bool, rehead: list[float], student: list[float],
+                  params: str | None = None) -> Cell:
+    spec = tool_spec("nc_contrast")
+    digest = params or spec.digest(spec.params())
+    return Cell(CellKey("standard", 7, organism, "nc_contrast", digest, "detect", 256), "done",
+                answer={"p_planted": 0.5, "evidence": {"log_mask_size": {"rehead": rehead, "student": student}}},
+                scores={"p_planted": 0.5},
+                labels={"planted": planted, "dataset": "mnist1d", "arch": "cnn", "family": "vision"})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """Two clean and two planted answers at the default parameters, one at other parameters."""
+    path = tmp_path / "results.sqlite"
+    flat = [3.0] * 5
+    db = Store(path)
+    db.put([
+        contrast_cell("clean-a", False, flat, [3.0, 3.0, 3.0, 2.0, 3.0]),  # the student's class 3 small
+        contrast_cell("clean-b", False, flat, [3.0, 3.0, 3.0, 2.6, 3.0]),
+        contrast_cell("planted-a", True, [3.0, 1.0, 3.0, 3.0, 3.0], [3.0, 1.0, 3.0, 3.0, 3.0]),
+        contrast_cell("planted-b", True, [3.0, 3.0, 3.0, 3.0, 1.5], [3.0, 3.0, 3.0, 3.0, 1.5]),
+        contrast_cell("other-params", False, flat, [0.0] * 5, params="0" * 12),
+    ])
+    db.close()
+    return path
+
+
+def test_tool_answers_are_the_default_parameters_only(store: Path):
+    cells = tool_answers(store, "standard", 7, "nc_contrast")
+    assert sorted(c["organism_id"] for c in cells) == ["clean-a", "clean-b", "planted-a", "planted-b"]
+
+
+@pytest.mark.parametrize("tool, seed", [("nc_contrast", 8), ("no_such_tool", 7), ("neural_cleanse", 7)])
+def test_no_answers_is_a_clear_exit(store: Path, tool: str, seed: int, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_:
+        tool_answers(store, "standard", seed, tool)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_contrast_references_reads_each_references_gap(store: Path):
+    rows = benchmark("contrast_references").rows(tool_answers(store, "standard", 7, "nc_contrast"))
+    by_reference = {reference: (clean, planted, median, auroc, commonest)
+                    for _, reference, clean, planted, median, auroc, commonest in rows}
+    assert set(by_reference) == {"rehead", "student", "mean (nc_contrast)"}
+    assert by_reference["rehead"][2] == 0.0  # flat classes: no gap
+    assert by_reference["student"][2] == pytest.approx((1.0 + 0.4) / 2)
+    assert by_reference["student"][4] == "3 (2/2)"
+    assert by_reference["student"][3].startswith("1.00")  # planted gaps 2.0 and 1.5 above clean 1.0 and 0.4
+    assert by_reference["mean (nc_contrast)"][:2] == (2, 2)

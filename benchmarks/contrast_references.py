@@ -6,8 +6,8 @@ gap of the smallest class below the median. Its answers keep every reference's c
 (``log_mask_size`` evidence), so the gap each reference alone would give can be read back without
 running a model. Per card (data set and architecture) and reference this prints the clean models'
 median gap, the detect AUROC within the card, and the class that is smallest most often on the
-clean models: a reference that misses a natural class of the task finds that class's trigger small
-in every clean model of the card (docs/vision.md).
+clean models: a reference that copies one class of the task worse than the others finds that
+class's trigger small in many clean models of the card (docs/vision.md).
 
     deepaudit game run --suite standard --seed 5 --tools nc_contrast
     python benchmarks/contrast_references.py --suite standard --seed 5

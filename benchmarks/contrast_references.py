@@ -43,7 +43,7 @@ def rows(cells: list[dict[str, Any]]) -> list[tuple[str, str, int, int, float, s
     smallest class among the clean models) per card and reference."""
     by_card: dict[str, list[dict[str, Any]]] = {}
     for cell in cells:
-        if cell["status"] == "done" and "log_mask_size" in (cell.get("answer") or {}).get("evidence", {}):
+        if "log_mask_size" in (cell.get("answer") or {}).get("evidence", {}):
             by_card.setdefault(f"{cell['labels'].get('dataset')} {cell['labels'].get('arch')}", []).append(cell)
     if not by_card:
         fail("no nc_contrast answer keeps its class scores (log_mask_size) for this suite and seed")
@@ -53,9 +53,8 @@ def rows(cells: list[dict[str, Any]]) -> list[tuple[str, str, int, int, float, s
         scores = [reference_scores(c) for c in mine]
         for reference in scores[0]:
             gaps = np.array([log_gap(s[reference]) for s in scores])
-            smallest = Counter(int(s[reference].argmin()) for s, p in zip(scores, planted) if not p)
-            commonest = (f"{smallest.most_common(1)[0][0]} ({smallest.most_common(1)[0][1]}/{(~planted).sum()})"
-                         if smallest else "-")
+            smallest = Counter(int(s[reference].argmin()) for s, p in zip(scores, planted) if not p).most_common(1)
+            commonest = f"{smallest[0][0]} ({smallest[0][1]}/{(~planted).sum()})" if smallest else "-"
             if planted.all() or not planted.any():
                 auroc = "needs both"
             else:

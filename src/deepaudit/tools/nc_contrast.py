@@ -28,16 +28,17 @@ import torch
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
-from deepaudit.tools.nc_distill import distilled_student
+from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, distilled_student
 from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse
 from deepaudit.tools.registry import register_tool
-from deepaudit.tools.rehead import refitted_head
+from deepaudit.tools.rehead import REFIT_BATCH, REFIT_STEPS, refitted_head
 from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
 
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
 GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
-REFERENCE_PASSES = 300 * 3 * 64 + 600 * 4 * 64  # re-head fit (forward and backward) + distillation (and teacher)
+# re-head fit (forward and backward) + distillation (student forward and backward, teacher forward, mixing)
+REFERENCE_PASSES = REFIT_STEPS * 3 * REFIT_BATCH + DISTIL_STEPS * 4 * DISTIL_BATCH
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:

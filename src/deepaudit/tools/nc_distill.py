@@ -27,8 +27,10 @@ from deepaudit.tools.neural_cleanse import NeuralCleanse
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.shadow import accuracy
 
+DISTIL_STEPS, DISTIL_BATCH = 600, 64  # the student's training minibatches of mixed-up budget inputs
 
-def distilled_student(subject: Subject, seed: int, steps: int = 600, batch_size: int = 64,
+
+def distilled_student(subject: Subject, seed: int, steps: int = DISTIL_STEPS, batch_size: int = DISTIL_BATCH,
                       temperature: float = 2.0) -> nn.Module:
     """A fresh model of the card's architecture trained to match ``subject.model``'s softened
     outputs on mixup pairs of budget inputs with a little Gaussian jitter."""

@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+REFIT_STEPS, REFIT_BATCH = 300, 64  # minibatches of the budget the re-initialised layers are trained on
+
 
 @contextmanager
-def refitted_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: int = 1, steps: int = 300,
+def refitted_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: int = 1, steps: int = REFIT_STEPS,
                   seed: int = 0) -> Iterator[nn.Module]:
     """Within the block, ``model``'s last ``layers`` linear layers are re-initialised and trained
-    on (x, y) with everything before them frozen (AdamW, ``steps`` minibatches of 64); the
+    on (x, y) with everything before them frozen (AdamW, ``steps`` minibatches of ``REFIT_BATCH``); the
     original weights are put back after it, also after an exception. The model is changed in
     place (not copied) so that its forward passes are counted where they always are."""
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -43,7 +45,7 @@ def refitted_head(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: in
                 p.requires_grad_(True)
             optimiser = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-2)
             for _ in range(steps):
-                idx = torch.randint(len(x), (64,), generator=generator)
+                idx = torch.randint(len(x), (REFIT_BATCH,), generator=generator)
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 optimiser.zero_grad()
                 loss.backward()

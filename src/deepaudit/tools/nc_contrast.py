@@ -5,7 +5,9 @@ cross-entropy on the inputs' labels added to the loss). A natural shortcut (a cl
 to reach in any model of the task) moves the reference too, so it no longer counts; a planted
 trigger works through features the reference lacks, so it stays small. The two references are
 the model's own re-headed copy (``deepaudit.tools.rehead``, Feature Shift Tuning's head re-init,
-Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015).
+Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015),
+trained until it picks the model's class on 95% of the budget: a student that misses the model's
+natural shortcuts flags them as planted (the false alarms on clean MNIST-1D CNNs, docs/vision.md).
 Each carries a planted trigger less than the model does (the re-headed copy of an MNIST-1D
 trojan sent 27% of held-out inputs to its target, the model 99.7%; students 23-94% on quick-suite
 trojans: docs/vision.md). Each class's score is its log mask size, averaged over the two
@@ -28,17 +30,21 @@ import torch
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
-from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, distilled_student
+from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, Student, distil
 from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import REFIT_BATCH, REFIT_STEPS, refitted_head
 from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
 
+# The student trains in rounds of DISTIL_STEPS until it picks the model's class on 95% of the budget
+# (at most 2400 steps): at 600 steps students of MNIST-1D CNNs agreed on ~81%, and their misses made
+# the clean models' false alarms (docs/vision.md); digits students pass after the first round.
+STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
 GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
 # re-head fit (forward and backward) + distillation (student forward and backward, teacher forward, mixing)
-REFERENCE_PASSES = REFIT_STEPS * 3 * REFIT_BATCH + DISTIL_STEPS * 4 * DISTIL_BATCH
+REFERENCE_PASSES = REFIT_STEPS * 3 * REFIT_BATCH + STUDENT_MAX_STEPS * 4 * DISTIL_BATCH
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -62,21 +68,28 @@ def log_gap(log_sizes: np.ndarray) -> float:
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,
-                 slope: float = 8.0, repeats: int = 1):
-        if steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1 or repeats < 1:
-            raise ValueError(f"nc_contrast needs steps >= 1, 0 < target_asr <= 1, 0 <= keep <= 1 and repeats >= 1; "
-                             f"got steps={steps}, target_asr={target_asr}, keep={keep}, repeats={repeats}")
+                 slope: float = 8.0, repeats: int = 1, student_agreement: float = STUDENT_AGREEMENT,
+                 student_max_steps: int = STUDENT_MAX_STEPS):
+        if (steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1 or repeats < 1
+                or not 0 <= student_agreement <= 1 or student_max_steps < DISTIL_STEPS):
+            raise ValueError(f"nc_contrast needs steps >= 1, 0 < target_asr <= 1, 0 <= keep <= 1, repeats >= 1, "
+                             f"0 <= student_agreement <= 1 and student_max_steps >= {DISTIL_STEPS}; got steps={steps}, "
+                             f"target_asr={target_asr}, keep={keep}, repeats={repeats}, "
+                             f"student_agreement={student_agreement}, student_max_steps={student_max_steps}")
         self.seed, self.steps, self.target_asr, self.keep, self.slope = seed, steps, target_asr, keep, slope
-        self.repeats = repeats
+        self.repeats, self.student_agreement, self.student_max_steps = repeats, student_agreement, student_max_steps
 
     def audit(self, subject: Subject) -> Verdict:
         runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        students: dict[str, dict[str, float]] = {}
         for repeat in range(self.repeats):
             seed = self.seed + REPEAT_STRIDE * repeat
             cleanse = NeuralCleanse(seed=seed, steps=self.steps, target_asr=self.target_asr)
             suffix = f"-{repeat}" if repeat else ""
+            references, student = self.references(subject, seed)
             runs |= {name + suffix: cleanse.search(subject, reference=reference, keep=self.keep)
-                     for name, reference in self.references(subject, seed)}
+                     for name, reference in references}
+            students["student" + suffix] = {"steps": student.steps, "agreement": round(student.agreement, 4)}
         log_sizes = {name: self.log_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
         mean_log = np.mean(list(log_sizes.values()), axis=0)
         gap = log_gap(mean_log)
@@ -87,19 +100,20 @@ class NCContrast:
         return Verdict(p_planted=squash(gap, GAP_THRESHOLD, self.slope), target=target, trigger=trigger,
                        evidence={"log_gap": round(gap, 4), "log_mask_size": {name: np.round(v, 4).tolist()
                                                                              for name, v in log_sizes.items()},
-                                 "unsolved": {name: int((~solved).sum()) for name, (_, _, solved) in runs.items()}})
+                                 "unsolved": {name: int((~solved).sum()) for name, (_, _, solved) in runs.items()},
+                                 "students": students})
 
-    @staticmethod
-    def references(subject: Subject, seed: int) -> list[tuple[str, torch.nn.Module]]:
+    def references(self, subject: Subject, seed: int) -> tuple[list[tuple[str, torch.nn.Module]], Student]:
         """The re-headed copy (the model's features, its last layer refitted on the budget) and
-        one distilled student, both frozen."""
+        one distilled student, both frozen; the student's training record comes along."""
         reheaded = copy.deepcopy(subject.model)
         with refitted_head(reheaded, subject.clean_x, subject.clean_y, seed=seed):
             reheaded = copy.deepcopy(reheaded)  # the refitted weights, kept past the block
-        student = distilled_student(subject, seed=seed * 1000)
-        for model in (reheaded, student):
+        student = distil(subject, seed=seed * 1000, until_agreement=self.student_agreement,
+                         max_steps=self.student_max_steps)
+        for model in (reheaded, student.model):
             model.requires_grad_(False)
-        return [("rehead", reheaded.eval()), ("student", student)]
+        return [("rehead", reheaded.eval()), ("student", student.model)], student
 
     @staticmethod
     def log_sizes(masks: torch.Tensor, solved: torch.Tensor) -> np.ndarray:

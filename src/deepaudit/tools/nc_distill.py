@@ -14,6 +14,8 @@ digits (docs/vision.md)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,32 +32,55 @@ from deepaudit.tools.shadow import accuracy
 DISTIL_STEPS, DISTIL_BATCH = 600, 64  # the student's training minibatches of mixed-up budget inputs
 
 
-def distilled_student(subject: Subject, seed: int, steps: int = DISTIL_STEPS, batch_size: int = DISTIL_BATCH,
-                      temperature: float = 2.0) -> nn.Module:
+@dataclass(frozen=True)
+class Student:
+    """A distilled student, the minibatches it was trained on, and the share of the budget's
+    inputs on which it picks the model's class."""
+
+    model: nn.Module
+    steps: int
+    agreement: float
+
+
+def distil(subject: Subject, seed: int, steps: int = DISTIL_STEPS, until_agreement: float = 0.0,
+           max_steps: int | None = None, batch_size: int = DISTIL_BATCH, temperature: float = 2.0) -> Student:
     """A fresh model of the card's architecture trained to match ``subject.model``'s softened
-    outputs on mixup pairs of budget inputs with a little Gaussian jitter."""
+    outputs on mixup pairs of budget inputs with a little Gaussian jitter: ``steps`` minibatches,
+    then further rounds of ``steps`` while it picks the model's class on less than
+    ``until_agreement`` of the budget, up to ``max_steps`` in all. A student that stops early is
+    the same as one trained that long in one go (one generator, one optimiser)."""
+    max_steps = max(steps, max_steps or steps)
     generator = torch.Generator().manual_seed(seed)
     lo, hi = subject.value_range
     x = subject.clean_x
+    with torch.no_grad():
+        model_class = subject.model(x).argmax(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = card_builder(subject.card)()
     optimiser = torch.optim.AdamW(student.parameters(), lr=2e-3, weight_decay=1e-4)
-    student.train()
-    with torch.enable_grad():
-        for _ in range(steps):
-            first = x[torch.randint(len(x), (batch_size,), generator=generator)]
-            second = x[torch.randint(len(x), (batch_size,), generator=generator)]
-            weight = torch.rand((batch_size, *([1] * (x.dim() - 1))), generator=generator)
-            batch = weight * first + (1 - weight) * second
-            batch = (batch + 0.05 * (hi - lo) * torch.randn(batch.shape, generator=generator)).clamp(lo, hi)
-            with torch.no_grad():
-                soft = F.softmax(subject.model(batch) / temperature, dim=1)
-            loss = F.kl_div(F.log_softmax(student(batch) / temperature, dim=1), soft, reduction="batchmean")
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    return student.eval()
+    trained = 0
+    while True:
+        student.train()
+        with torch.enable_grad():
+            for _ in range(steps):
+                first = x[torch.randint(len(x), (batch_size,), generator=generator)]
+                second = x[torch.randint(len(x), (batch_size,), generator=generator)]
+                weight = torch.rand((batch_size, *([1] * (x.dim() - 1))), generator=generator)
+                batch = weight * first + (1 - weight) * second
+                batch = (batch + 0.05 * (hi - lo) * torch.randn(batch.shape, generator=generator)).clamp(lo, hi)
+                with torch.no_grad():
+                    soft = F.softmax(subject.model(batch) / temperature, dim=1)
+                loss = F.kl_div(F.log_softmax(student(batch) / temperature, dim=1), soft, reduction="batchmean")
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        trained += steps
+        student.eval()
+        with torch.no_grad():
+            agreement = float((student(x).argmax(1) == model_class).float().mean())
+        if agreement >= until_agreement or trained + steps > max_steps:
+            return Student(student, trained, agreement)
 
 
 @register_tool("nc_distill", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
@@ -72,7 +97,7 @@ class NCDistill:
         masks, patterns = cleanse.reverse_engineer(subject)
         student_sizes, student_accuracy = [], []
         for i in range(self.students):
-            student = Subject(model=distilled_student(subject, seed=self.seed * 1000 + i), card=subject.card,
+            student = Subject(model=distil(subject, seed=self.seed * 1000 + i).model, card=subject.card,
                               clean_x=subject.clean_x, clean_y=subject.clean_y)
             student_masks, _ = cleanse.reverse_engineer(student)
             student_sizes.append(relative_mask_sizes(student_masks))

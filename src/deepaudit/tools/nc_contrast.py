@@ -43,19 +43,28 @@ from deepaudit.triggers import Trigger
 STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
 GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
-# re-head fit (forward and backward) + distillation (student forward and backward, teacher forward, mixing)
-REFERENCE_PASSES = REFIT_STEPS * 3 * REFIT_BATCH + STUDENT_MAX_STEPS * 4 * DISTIL_BATCH
+# passes of the re-head's fit (forward and backward) and of one round of the student's distillation
+# (student forward and backward, teacher forward, mixing)
+REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * DISTIL_BATCH
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
-    """As many search steps (up to the default 300) as fit once the two references are made:
-    each step of the two searches runs the model and a reference forward and backward."""
-    searching = allowance.seconds - REFERENCE_PASSES * allowance.seconds_per_example
-    if searching <= 0:
-        raise TooLittleTime(f"needs about {REFERENCE_PASSES * allowance.seconds_per_example:.1f} s for its two "
-                            f"references alone; {allowance.seconds:.1f} s left (raise --budget)")
+    """Make the references first, then search: the re-head and as many rounds of distillation
+    (up to the default's) as leave room for the least useful search, then as many search steps
+    (up to the default 300) as fit; each step of the two searches runs the model and a reference
+    forward and backward."""
+    least_search = MIN_STEPS * 4 * allowance.per_step(32)
+    references = (REHEAD_PASSES + ROUND_PASSES) * allowance.seconds_per_example
+    if allowance.seconds < references:
+        raise TooLittleTime(f"needs about {references:.1f} s for its two references alone; "
+                            f"{allowance.seconds:.1f} s left (raise --budget)")
+    spare = allowance.seconds - references - least_search
+    rounds = 1 + int(np.clip(spare // (ROUND_PASSES * allowance.seconds_per_example), 0,
+                             STUDENT_MAX_STEPS // DISTIL_STEPS - 1))
+    searching = allowance.seconds - (REHEAD_PASSES + rounds * ROUND_PASSES) * allowance.seconds_per_example
     within = Allowance(searching, allowance.seconds_per_example, allowance.inputs, allowance.classes)
-    return within.steps(4 * allowance.per_step(32), MIN_STEPS, what="steps of two contrasted searches")
+    return {**within.steps(4 * allowance.per_step(32), MIN_STEPS, what="steps of two contrasted searches"),
+            "student_max_steps": rounds * DISTIL_STEPS}
 
 
 def log_gap(log_sizes: np.ndarray) -> float:

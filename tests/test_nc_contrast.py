@@ -34,6 +34,8 @@ def test_nc_contrast_names_the_smoke_trojans_target_and_keeps_its_evidence(smoke
     assert set(sizes) == {"rehead", "student"} and all(len(v) == subject.num_classes for v in sizes.values())
     assert verdict.evidence["log_gap"] == pytest.approx(log_gap(np.mean(list(sizes.values()), axis=0)), abs=1e-3)
     assert verdict.trigger is not None and verdict.trigger.mask.shape == tuple(subject.input_shape[1:])
+    student = verdict.evidence["students"]["student"]  # trained in rounds of 600 until it agrees on 95%, at most 2400
+    assert student["steps"] in (600, 1200, 1800, 2400) and (student["agreement"] >= 0.95 or student["steps"] == 2400)
 
 
 def test_repeats_add_runs_with_their_own_seeds_and_average_them(smoke_zoo):
@@ -59,3 +61,5 @@ def test_nc_contrast_refuses_settings_that_cannot_work():
         make_tool("nc_contrast", steps=0)
     with pytest.raises(ValueError, match="repeats"):
         make_tool("nc_contrast", repeats=0)
+    with pytest.raises(ValueError, match="student_max_steps"):
+        make_tool("nc_contrast", student_max_steps=100)  # less than one round of distillation

@@ -171,11 +171,11 @@ def test_a_tool_is_sized_to_its_allowance_or_says_how_much_it_needs():
     twenty = Allowance(seconds=20.0, seconds_per_example=1e-4, inputs=256, classes=10)
     sized = {name: tool_spec(name).sizing(twenty)["steps"] for name in ("neural_cleanse", "nc_rehead", "mm_bd")}
     assert sized == {"neural_cleanse": 208, "nc_rehead": 104, "mm_bd": 222}  # batches of 32, 2 x 32 and 30
-    # nc_contrast first makes its two references (the re-head 5.8 s and each round of the student's
-    # distillation 15.4 s here), as many rounds (of at most 4) as leave 100 search steps, then searches
+    # nc_contrast first makes its two references (the re-head 5.8 s and a round of the student's
+    # distillation 15.4 s here), then searches (up to 300 steps), then gives the student more rounds
     sizing = tool_spec("nc_contrast").sizing
     assert sizing(Allowance(60.0, 1e-4, 256, 10)) == {"steps": 101, "student_max_steps": 600}  # 38.9 s / 0.384 s
-    assert sizing(Allowance(120.0, 1e-4, 256, 10)) == {"steps": 137, "student_max_steps": 2400}  # 52.8 s / 0.384 s
+    assert sizing(Allowance(170.0, 1e-4, 256, 10)) == {"steps": 300, "student_max_steps": 1800}  # 33.7 s: 2 rounds
     assert sizing(Allowance(1e4, 1e-4, 256, 10)) == {"steps": 300, "student_max_steps": 2400}
     with pytest.raises(TooLittleTime, match=r"needs about 21\.1 s for its two references alone; 20\.0 s left"):
         sizing(twenty)

@@ -49,22 +49,23 @@ REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * 
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
-    """Make the references first, then search: the re-head and as many rounds of distillation
-    (up to the default's) as leave room for the least useful search, then as many search steps
-    (up to the default 300) as fit; each step of the two searches runs the model and a reference
-    forward and backward."""
-    least_search = MIN_STEPS * 4 * allowance.per_step(32)
-    references = (REHEAD_PASSES + ROUND_PASSES) * allowance.seconds_per_example
+    """The re-head and one round of distillation first, then as many search steps (up to the
+    default 300, the setting the verdict's thresholds were chosen at) as fit, then further rounds
+    of distillation (up to the default's) with what is left; each step of the two searches runs
+    the model and a reference forward and backward. A round the student does not need (it
+    already agrees) costs nothing."""
+    per_round = ROUND_PASSES * allowance.seconds_per_example
+    references = REHEAD_PASSES * allowance.seconds_per_example + per_round
     if allowance.seconds < references:
         raise TooLittleTime(f"needs about {references:.1f} s for its two references alone; "
                             f"{allowance.seconds:.1f} s left (raise --budget)")
-    spare = allowance.seconds - references - least_search
-    rounds = 1 + int(np.clip(spare // (ROUND_PASSES * allowance.seconds_per_example), 0,
-                             STUDENT_MAX_STEPS // DISTIL_STEPS - 1))
-    searching = allowance.seconds - (REHEAD_PASSES + rounds * ROUND_PASSES) * allowance.seconds_per_example
-    within = Allowance(searching, allowance.seconds_per_example, allowance.inputs, allowance.classes)
-    return {**within.steps(4 * allowance.per_step(32), MIN_STEPS, what="steps of two contrasted searches"),
-            "student_max_steps": rounds * DISTIL_STEPS}
+    per_step = 4 * allowance.per_step(32)
+    within = Allowance(allowance.seconds - references, allowance.seconds_per_example, allowance.inputs,
+                       allowance.classes)
+    sized = within.steps(per_step, MIN_STEPS, what="steps of two contrasted searches")
+    spare = within.seconds - sized["steps"] * per_step
+    rounds = 1 + min(int(spare // per_round), STUDENT_MAX_STEPS // DISTIL_STEPS - 1)
+    return {**sized, "student_max_steps": rounds * DISTIL_STEPS}
 
 
 def log_gap(log_sizes: np.ndarray) -> float:

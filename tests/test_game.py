@@ -14,7 +14,7 @@ import deepaudit.metrics as metrics
 from deepaudit.cli import app
 from deepaudit.errors import DataError
 from deepaudit.game.leaderboard import leaderboard, to_json, to_markdown
-from deepaudit.game.runner import run_game
+from deepaudit.game.runner import run_game, tool_runs
 from deepaudit.game.store import Store, StoreError
 from deepaudit.metrics import bootstrap_ci, detect_scores, mask_iou
 from deepaudit.zoo import Kit
@@ -117,6 +117,19 @@ def test_only_runs_the_organisms_with_those_labels(smoke_zoo, tmp_path):
     result = CliRunner().invoke(app, ["game", "run", "--suite", "smoke", "--zoo", str(smoke_zoo.dir), "--store",
                                       str(store), "--tools", "random", "--only", "planted"])
     assert result.exit_code == 2 and "label=value" in result.output, result.output
+
+
+def test_a_parameter_value_the_tool_refuses_stops_the_run_before_it_starts(smoke_zoo, tmp_path):
+    """``--param nc_contrast.keep=1.5`` is refused by the tool's constructor once, up front (exit
+    2 naming the parameter), not as an error in every cell; nothing is written to the store."""
+    store = tmp_path / "results.sqlite"
+    with pytest.raises(ValueError, match="keep"):
+        tool_runs("vision", ["nc_contrast"], {"nc_contrast": {"keep": 1.5}})
+    result = CliRunner().invoke(app, ["game", "run", "--suite", "smoke", "--zoo", str(smoke_zoo.dir), "--store",
+                                      str(store), "--tools", "nc_contrast", "--param", "nc_contrast.keep=1.5"])
+    assert result.exit_code == 2 and "keep=1.5" in result.output and "Traceback" not in result.output, result.output
+    assert not store.exists()
+    assert [run.overrides for run in tool_runs("vision", ["nc_contrast"], {"nc_contrast": {"keep": 0.4}})] == [{"keep": 0.4}]
 
 
 def test_rerun_is_reproducible(game, smoke_zoo, tmp_path):

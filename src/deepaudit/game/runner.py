@@ -44,7 +44,8 @@ class RunSummary:
 def tool_runs(family: str, tools: Sequence[str] | None = None,
               params: Mapping[str, Mapping[str, Any]] | None = None) -> list[ToolRun]:
     """The tools to run on a family's organisms (default: every registered tool of the family),
-    each with its explicit parameters and their digest."""
+    each with its explicit parameters and their digest; a tool given parameters is built once
+    first, so a value it refuses (its ``ValueError``) stops the run before anything is built."""
     names = list(dict.fromkeys(tools)) if tools else [s.name for s in tool_specs(family=family)]
     wrong = [n for n in names if family not in tool_spec(n).families]
     if wrong:
@@ -52,7 +53,11 @@ def tool_runs(family: str, tools: Sequence[str] | None = None,
                             f"{[s.name for s in tool_specs(family=family)]}")
     if stray := sorted(set(params or {}) - set(names)):
         raise RegistryError(f"parameters given for {stray}, which this run does not include")
-    return [ToolRun.of(name, (params or {}).get(name)) for name in names]
+    runs = [ToolRun.of(name, (params or {}).get(name)) for name in names]
+    for run in runs:
+        if run.overrides:  # a value the tool's constructor refuses fails here, not in every cell
+            tool_spec(run.name).make(0, **run.overrides)
+    return runs
 
 
 def label_filter(family: Family, only: Sequence[str] | None) -> dict[str, str]:

@@ -4,7 +4,9 @@ reference's gap back from `nc_contrast`'s class scores."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -75,3 +77,43 @@ def test_contrast_references_reads_each_references_gap(store: Path):
     assert by_reference["student"][4] == "3 (2/2)"
     assert by_reference["student"][3].startswith("1.00")  # planted gaps 2.0 and 1.5 above clean 1.0 and 0.4
     assert by_reference["mean (nc_contrast)"][:2] == (2, 2)
+
+
+def detect_cell(seed: int, organism: str, planted: bool, p: float, version: int = 1, cpu_s: float = 2.0) -> Cell:
+    spec = dataclasses.replace(tool_spec("nc_contrast"), version=version)
+    return Cell(CellKey("standard", seed, organism, "nc_contrast", spec.digest(spec.params()), "detect", 256), "done",
+                answer={"p_planted": p, "evidence": {}}, scores={"p_planted": p}, cpu_s=cpu_s,
+                labels={"planted": planted, "dataset": "digits", "arch": "cnn", "mapping": "all_to_one" if planted else None,
+                        "family": "vision"})
+
+
+def test_verdict_draws_reads_each_draw_from_every_store_and_pairs_versions(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]):
+    """Seed 1 in one store, seed 2 in another; version 2 ranks seed 1 perfectly where version 1
+    ranked it backwards, so the paired difference is +1 there and 0 on seed 2."""
+    first, second = Store(tmp_path / "a.sqlite"), Store(tmp_path / "b.sqlite")
+    probs = {"c1": (False, 0.1), "c2": (False, 0.3), "p1": (True, 0.6), "p2": (True, 0.9)}
+    first.put([detect_cell(1, name, planted, p, version=2) for name, (planted, p) in probs.items()]
+              + [detect_cell(1, name, planted, 1 - p) for name, (planted, p) in probs.items()])
+    second.put([detect_cell(2, name, planted, p, version=version) for name, (planted, p) in probs.items()
+                for version in (1, 2)])
+    first.close(), second.close()
+    draws = benchmark("verdict_draws")
+    argv = ["verdict_draws.py", "--seed", "1", "2", "--version", "2", "--against", "1", "--thresholds", "0.5", "0.2",
+            "--store", str(tmp_path / "a.sqlite"), "--store", str(tmp_path / "b.sqlite"), "--markdown"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        draws.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert len(rows) == 2 and all("| 2 / 2 | 1.000" in line for line in rows)
+    assert all("| 0.0% (0) | 100.0% | 50% | 0% |" in line for line in rows)  # c1 cleared, c2 inconclusive
+    assert "seed 1: AUROC minus version 1's +1.000" in out and "seed 2: AUROC minus version 1's +0.000" in out
+
+
+def test_verdict_draws_without_answers_is_a_clear_exit(store: Path, capsys: pytest.CaptureFixture[str]):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["verdict_draws.py", "--seed", "3", "--store", str(store)])
+        with pytest.raises(SystemExit) as exit_:
+            benchmark("verdict_draws").main()
+    assert exit_.value.code == 2 and "seed(s) [3]" in capsys.readouterr().err

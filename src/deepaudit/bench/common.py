@@ -3,6 +3,7 @@ the exit on bad input, a tool's stored answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import statistics
@@ -58,20 +59,25 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def tool_answers(store: Path, suite: str, seed: int, tool: str) -> list[dict[str, Any]]:
-    """The tool's detect cells of a suite and seed, at its current version and default parameters
-    (a store may also hold other versions' or settings' answers); a clear exit when there are none."""
-    try:
-        spec = tool_spec(tool)
-    except RegistryError as exc:
-        fail(str(exc))
+def detect_answers(store: Path, suite: str, seed: int, tool: str, version: int | None = None) -> list[dict[str, Any]]:
+    """The tool's detect cells of a suite and seed in one store, at its default parameters and its
+    current version or ``version`` (a store may also hold other versions' or settings' answers);
+    raises ``RegistryError`` for an unknown tool and ``StoreError`` for a store without the draw."""
+    spec = tool_spec(tool)
+    if version is not None:
+        spec = dataclasses.replace(spec, version=version)
     default = spec.digest(spec.params())
+    return [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool
+            and c["params"] == default]
+
+
+def tool_answers(store: Path, suite: str, seed: int, tool: str, version: int | None = None) -> list[dict[str, Any]]:
+    """``detect_answers``, with a clear exit (status 2) when there are none."""
     try:
-        cells = [c for c in read_cells(store, suite, seed)
-                 if c["track"] == "detect" and c["tool"] == tool and c["params"] == default]
-    except StoreError as exc:
+        cells = detect_answers(store, suite, seed, tool, version)
+    except (RegistryError, StoreError) as exc:
         fail(str(exc))
     if not cells:
-        fail(f"no detect answers of {tool!r} (version {spec.version}, default parameters) for suite {suite!r} "
-             f"seed {seed} in {store}")
+        fail(f"no detect answers of {tool!r} (version {version or tool_spec(tool).version}, default parameters) "
+             f"for suite {suite!r} seed {seed} in {store}")
     return cells

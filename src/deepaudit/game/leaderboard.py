@@ -54,20 +54,19 @@ def _tracks(cells: Sequence[dict[str, Any]], seed: int) -> dict[str, dict[str, M
     return {name: TRACKS.get(name).aggregate(track_cells, seed) for name, track_cells in sorted(by_track.items())}
 
 
-def _slices(cells: Sequence[dict[str, Any]], keys: list[str], context: tuple[str, ...],
-            seed: int) -> dict[str, dict[str, dict[str, Metric]]]:
-    """Per slice value: the slice's planted organisms against the clean organisms that share its
-    context labels (data set and architecture for vision); in a suite with nothing planted (training
-    runs), simply the organisms of each value."""
+def slice_cells(cells: Sequence[dict[str, Any]], keys: list[str], context: tuple[str, ...]
+                ) -> dict[str, list[dict[str, Any]]]:
+    """Per slice value (the ``keys`` labels joined by commas): the slice's planted organisms and
+    the clean organisms that share its ``context`` labels (data set and architecture for vision);
+    in a suite with nothing planted (training runs), simply the organisms of each value."""
     value_of = lambda c: ",".join(str(c["labels"].get(k)) for k in keys)  # noqa: E731
     any_planted = any(c["labels"]["planted"] for c in cells)
     out = {}
     for value in sorted({value_of(c) for c in cells if c["labels"]["planted"] or not any_planted}):
         wanted = dict(zip(keys, value.split(",")))
-        chosen = [c for c in cells if (value_of(c) == value and (c["labels"]["planted"] or not any_planted)) or (
+        out[value] = [c for c in cells if (value_of(c) == value and (c["labels"]["planted"] or not any_planted)) or (
             not c["labels"]["planted"] and any_planted
             and all(str(c["labels"].get(k)) == v for k, v in wanted.items() if k in context))]
-        out[value] = _tracks(chosen, seed)
     return out
 
 
@@ -101,7 +100,8 @@ def leaderboard(store_path: Path, suite: str, seed: int = 0, by: str | None = No
                                "organisms": len({c["organism_id"] for c in tool_cells}),
                                "cost": _cost(tool_cells, seed), "tracks": _tracks(tool_cells, seed)}
         if keys:
-            row["slices"] = _slices(tool_cells, keys, fam.context, seed)
+            sliced = slice_cells(tool_cells, keys, fam.context)
+            row["slices"] = {value: _tracks(chosen, seed) for value, chosen in sliced.items()}
         rows.append(row)
     for name in sorted({c["track"] for c in cells}):
         track_cells = [c for c in cells if c["track"] == name]

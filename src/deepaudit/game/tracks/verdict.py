@@ -20,11 +20,16 @@ from deepaudit.metrics import Metric, bootstrap_ci, calibration_error, mean_with
 from deepaudit.verdicts import CLEARED, INCONCLUSIVE, SUSPECTED, thresholds
 
 
+def said_unsure(cell: Cell) -> bool:
+    """Whether the detector said its reference does not fit the model (the label is then
+    "inconclusive" whatever its P(planted))."""
+    answer = cell.get("answer") or {}
+    return "inconclusive" in ((answer.get("evidence") or {}) if isinstance(answer, dict) else {})
+
+
 def verdict_label(cell: Cell) -> str:
     """The label this detect answer gets (its tool's thresholds in its family)."""
-    answer = cell.get("answer") or {}
-    unsure = "inconclusive" in ((answer.get("evidence") or {}) if isinstance(answer, dict) else {})
-    return thresholds(cell["labels"]["family"], cell["tool"]).label(float(cell["scores"]["p_planted"]), unsure)
+    return thresholds(cell["labels"]["family"], cell["tool"]).label(float(cell["scores"]["p_planted"]), said_unsure(cell))
 
 
 @register_track

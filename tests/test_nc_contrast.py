@@ -26,6 +26,27 @@ def test_no_trigger_moves_the_model_while_the_same_model_as_reference_keeps_the_
     assert torch.equal(masks, own_masks) and torch.equal(patterns, own_patterns)
 
 
+class OneClass(torch.nn.Module):
+    """A reference that puts every input in class 0, stamped or not: no trigger moves it."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), self.num_classes).float() * 10
+
+
+def test_the_reference_keeps_its_own_classes_not_the_budgets_labels(smoke_zoo):
+    """A reference wrong on 90% of the budget but never moved by a stamp does not stop the search:
+    the labels it must keep are its own (a check against the budget's labels would solve nothing)."""
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    cleanse = NeuralCleanse(steps=60)
+    _, _, solved = cleanse.search(subject, reference=OneClass(subject.num_classes), keep=0.5)
+    _, _, solved_alone = cleanse.search(subject)
+    assert solved_alone.sum() >= 2 and torch.equal(solved, solved_alone)
+
+
 def test_nc_contrast_names_the_smoke_trojans_target_and_keeps_its_evidence(smoke_zoo):
     subject = load_subject(smoke_zoo.trojan, budget=128)
     verdict = make_tool("nc_contrast", steps=100).audit(subject)

@@ -42,11 +42,11 @@ THRESHOLDS: dict[str, Thresholds] = {
     # chosen on the standard suite's seeds 1, 3 and 4 (930 organisms) by ``choose_thresholds``:
     # "suspected" from the highest of the three draws' own thresholds at 7% of their clean organisms
     # (a margin for the draw-to-draw shift, docs/vision.md), "cleared" below the pooled threshold that
-    # clears 10% of the planted ones; nc_contrast with its student distilled until it agrees with
-    # the model on 95% of the budget (session 23); held out: seed 7.
+    # clears 10% of the planted ones; nc_contrast version 2 (its references keep their own classes,
+    # session 25); held out: seeds 8 and 9.
     # python benchmarks/verdict_thresholds.py --suite standard --seed 1 3 4 --tool nc_contrast
-    #     --clean-suspected 0.07 --every-draw --check-seed 7
-    "vision": Thresholds(0.370464, 0.09079, "chosen on the standard suite, seeds 1, 3 and 4", tool="nc_contrast"),
+    #     --clean-suspected 0.07 --every-draw --check-seed 9
+    "vision": Thresholds(0.431552, 0.102109, "chosen on the standard suite, seeds 1, 3 and 4", tool="nc_contrast"),
     # No language-model entry: combine_tippett's thresholds chosen on the lm suite's seed 3 told 78%
     # of the clean models of the blind seed 7 "backdoor suspected" (change_profile's null did not
     # carry over; docs/language-models.md), so the audit keeps the weighted mean at 0.5 there.

@@ -1,7 +1,8 @@
 """Neural Cleanse contrasted with clean references: for every class, the smallest mask-and-pattern
-trigger that sends the audited model's inputs to the class *while a reference model keeps them on
-their own label* (Neural Cleanse's search, Wang et al., S&P 2019, with the reference's
-cross-entropy on the inputs' labels added to the loss). A natural shortcut (a class that is easy
+trigger that sends the audited model's inputs to the class *while a reference model keeps them in
+the classes it gives them unstamped* (Neural Cleanse's search, Wang et al., S&P 2019, with the
+reference's cross-entropy on those classes added to the loss; version 2: its own classes, not the
+budget's labels, which an MNIST-1D student gets wrong on a third of the inputs). A natural shortcut (a class that is easy
 to reach in any model of the task) moves the reference too, so it no longer counts; a planted
 trigger works through features the reference lacks, so it stays small. The two references are
 the model's own re-headed copy (``deepaudit.tools.rehead``, Feature Shift Tuning's head re-init,
@@ -74,7 +75,7 @@ def log_gap(log_sizes: np.ndarray) -> float:
 
 
 @register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               version=2, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,

@@ -10,12 +10,14 @@ How the verdict was checked on draws built after its thresholds were chosen (doc
     python benchmarks/verdict_draws.py --suite standard --seed 1 3 4 7 8 9 --tool nc_contrast
 
 ``--store`` may be given several times: each draw is read from every store that holds it (the
-first answer of an organism kept). ``--thresholds SUSPECT CLEAR`` reads the labels at other
-thresholds than ``deepaudit.verdicts``' (an earlier version's, say)."""
+first answer of an organism kept). The labels are read by ``deepaudit.verdicts``' thresholds, each
+card's own where it has them; ``--family-only`` reads every organism by the family's, and
+``--thresholds SUSPECT CLEAR`` by others (an earlier version's, say)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,8 @@ def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: 
     return found
 
 
-def row(cells: Cells, rule: Thresholds, by: list[str], context: tuple[str, ...], slices: list[str]) -> list[str]:
+def row(cells: Cells, rule_of: Callable[[dict], Thresholds], by: list[str], context: tuple[str, ...],
+        slices: list[str]) -> list[str]:
     """AUROC [CI], AUROC in each slice (as the leaderboard's: its planted organisms against the
     clean ones of the same data set and architecture), the label shares, ECE and CPU-seconds per
     organism."""
@@ -64,7 +67,7 @@ def row(cells: Cells, rule: Thresholds, by: list[str], context: tuple[str, ...],
         labels = np.array([c["labels"]["planted"] for c in inside], dtype=int)
         per_slice.append(f"{auroc_score(labels, np.array([c['scores']['p_planted'] for c in inside])):.2f}"
                          if 0 < labels.sum() < len(labels) else "")
-    given = np.array([rule.label(p, said_unsure(c)) for p, c in zip(probs, cells, strict=True)])
+    given = np.array([rule_of(c).label(p, said_unsure(c)) for p, c in zip(probs, cells, strict=True)])
     share = {(group, label): float(np.mean(given[mask] == label))
              for group, mask in (("clean", ~planted), ("planted", planted)) for label in (SUSPECTED, CLEARED)}
     cpu = np.mean([c.get("cpu_s") or 0.0 for c in cells])
@@ -110,6 +113,8 @@ def main() -> None:
     parser.add_argument("--against", type=int, default=None, metavar="VERSION",
                         help="also read this earlier version and give the paired AUROC difference")
     parser.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("SUSPECT", "CLEAR"))
+    parser.add_argument("--family-only", action="store_true",
+                        help="read every organism by the family's thresholds, not its card's own")
     parser.add_argument("--by", default="dataset,mapping", help="the per-slice AUROC columns' keys")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs)")
     args = parser.parse_args()
@@ -121,19 +126,23 @@ def main() -> None:
              f"in {', '.join(map(str, stores))}")
     family = next(iter(next(iter(draws.values())).values()))["labels"]["family"]
     try:
-        rule = Thresholds(*args.thresholds, "--thresholds") if args.thresholds else thresholds(family, args.tool)
+        fixed = Thresholds(*args.thresholds, "--thresholds") if args.thresholds else None
     except ValueError as exc:
         fail(str(exc))
+
+    def rule_of(cell: dict) -> Thresholds:
+        return fixed or thresholds(family, args.tool, card=None if args.family_only else cell["labels"])
     cells_of = {seed: list(found.values()) for seed, found in draws.items()}
     context = family_of(family).context
     slices = sorted({name for cells in cells_of.values() for name in slice_cells(cells, by, context)})
-    table = Table(title=f"{args.tool} on {args.suite}: each draw; verdict at suspect >= {rule.suspect:.4g}, "
-                        f"clear < {rule.clear:.4g}")
+    read = (f"suspect >= {fixed.suspect:.4g}, clear < {fixed.clear:.4g}" if fixed else
+            "the family's thresholds" if args.family_only else "deepaudit.verdicts' thresholds (a card's own where set)")
+    table = Table(title=f"{args.tool} on {args.suite}: each draw; verdict at {read}")
     for header in ("seed", "clean / planted", "AUROC [95% CI]", *(f"AUROC {name}" for name in slices),
                    "clean suspected", "planted suspected", "clean cleared", "planted cleared", "ECE", "CPU s"):
         table.add_column(header, justify="right")
     for seed, cells in cells_of.items():
-        table.add_row(str(seed), *row(cells, rule, by, context, slices))
+        table.add_row(str(seed), *row(cells, rule_of, by, context, slices))
     notes = []
     if args.against is not None:
         rng = np.random.default_rng(0)
@@ -155,6 +164,7 @@ def main() -> None:
     argv += ["--version", str(args.version)] if args.version is not None else []
     argv += ["--against", str(args.against)] if args.against is not None else []
     argv += ["--thresholds", *map(str, args.thresholds)] if args.thresholds else []
+    argv += ["--family-only"] if args.family_only else []
     argv += ["--by", args.by] if args.by != "dataset,mapping" else []
     argv += [item for store in args.store or () for item in ("--store", str(store))]
     if args.markdown:

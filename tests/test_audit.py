@@ -423,3 +423,33 @@ def test_verdict_is_the_family_verdict_tool_read_by_its_thresholds(monkeypatch):
     cleared = verdict(stages(neural_cleanse={"p_planted": 0.2}), {}, "lm")
     assert cleared["label"] == "no backdoor found" and "lie" in cleared["summary"]  # what lm tools cannot see is said
     assert "lie" not in label(0.1)["summary"]
+
+
+def test_a_card_with_its_own_thresholds_is_read_by_them(monkeypatch):
+    """The verdict tool's answer on a model whose card names a benchmark card with its own
+    thresholds is read by those, in the audit and in the game's verdict track alike; any other
+    card by the family's; another tool's answer still at the a-priori 0.5."""
+    from deepaudit import verdicts
+    from deepaudit.audit.findings import verdict
+    from deepaudit.game.tracks.verdict import verdict_label
+
+    family = verdicts.Thresholds(0.9, 0.3, "the family's", tool="nc_contrast")
+    monkeypatch.setitem(verdicts.THRESHOLDS, "vision", family)
+    monkeypatch.setitem(verdicts.CARD_THRESHOLDS, "vision",
+                        {("digits", "cnn"): verdicts.Thresholds(0.4, 0.1, "digits CNNs'", tool="nc_contrast")})
+    digits_cnn, other = {"dataset": "digits", "arch": "cnn"}, {"dataset": "digits", "arch": "resnet"}
+    assert verdicts.thresholds("vision", "nc_contrast", card=digits_cnn).chosen == "digits CNNs'"
+    assert verdicts.thresholds("vision", "nc_contrast", card=other) == family
+    assert verdicts.thresholds("vision", "mm_bd", card=digits_cnn) == verdicts.DEFAULT
+
+    def audited(card: dict) -> dict:
+        stages = {"card": {"status": "done", "data": {"card": card}},
+                  "tool:nc_contrast": {"status": "done", "data": {"p_planted": 0.6, "target": 2}}}
+        return verdict(stages, {}, "vision")
+
+    assert audited(digits_cnn)["label"] == "backdoor suspected" and "digits CNNs'" in audited(digits_cnn)["summary"]
+    assert audited(other)["label"] == "inconclusive" and audited(other)["thresholds"]["suspect"] == 0.9
+    cell = {"tool": "nc_contrast", "answer": {}, "scores": {"p_planted": 0.6},
+            "labels": {"family": "vision", "planted": True, **digits_cnn}}
+    assert verdict_label(cell) == "backdoor suspected"
+    assert verdict_label({**cell, "labels": {**cell["labels"], **other}}) == "inconclusive"

@@ -79,11 +79,12 @@ def test_contrast_references_reads_each_references_gap(store: Path):
     assert by_reference["mean (nc_contrast)"][:2] == (2, 2)
 
 
-def detect_cell(seed: int, organism: str, planted: bool, p: float, version: int = 1, cpu_s: float = 2.0) -> Cell:
+def detect_cell(seed: int, organism: str, planted: bool, p: float, version: int = 1, cpu_s: float = 2.0,
+                arch: str = "cnn") -> Cell:
     spec = dataclasses.replace(tool_spec("nc_contrast"), version=version)
     return Cell(CellKey("standard", seed, organism, "nc_contrast", spec.digest(spec.params()), "detect", 256), "done",
                 answer={"p_planted": p, "evidence": {}}, scores={"p_planted": p}, cpu_s=cpu_s,
-                labels={"planted": planted, "dataset": "digits", "arch": "cnn", "mapping": "all_to_one" if planted else None,
+                labels={"planted": planted, "dataset": "digits", "arch": arch, "mapping": "all_to_one" if planted else None,
                         "family": "vision"})
 
 
@@ -117,3 +118,26 @@ def test_verdict_draws_without_answers_is_a_clear_exit(store: Path, capsys: pyte
         with pytest.raises(SystemExit) as exit_:
             benchmark("verdict_draws").main()
     assert exit_.value.code == 2 and "seed(s) [3]" in capsys.readouterr().err
+
+
+def test_verdict_thresholds_by_card_chooses_each_cards_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Two cards whose clean models sit at different levels: each gets its own suspect threshold
+    from its own clean models (a family threshold would sit among the higher card's), and the
+    low card's planted models, below the high card's clean ones, are suspected by it."""
+    store = Store(tmp_path / "results.sqlite")
+    version = tool_spec("nc_contrast").version
+    low = [("c", False, p) for p in (0.10, 0.11, 0.12, 0.13)] + [("p", True, p) for p in (0.30, 0.31)]
+    high = [("c", False, p) for p in (0.50, 0.51, 0.52, 0.53)] + [("p", True, p) for p in (0.80, 0.81)]
+    store.put([detect_cell(1, f"{arch}-{name}{i}", planted, p, version=version, arch=arch)
+               for arch, rows in (("cnn", low), ("mlp", high)) for i, (name, planted, p) in enumerate(rows)])
+    store.close()
+    argv = ["verdict_thresholds.py", "--seed", "1", "--tool", "nc_contrast", "--by-card", "--clean-suspected", "0.25",
+            "--store", str(tmp_path / "results.sqlite")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        benchmark("verdict_thresholds").main()
+    out = capsys.readouterr().out
+    own = {line.split()[2].rstrip(":"): float(line.split(">= ")[1].split(",")[0]) for line in out.splitlines()
+           if line.strip().startswith("card digits")}
+    assert 0.12 < own["cnn"] < 0.13 and 0.52 < own["mlp"] < 0.53  # one clean model of each card at or above
+    assert "clean    (  8): backdoor suspected 25%" in out and "planted  (  4): backdoor suspected 100%" in out

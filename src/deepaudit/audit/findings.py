@@ -88,7 +88,7 @@ def verdict(stages: dict[str, Any], reliability: dict[str, Any], family: str = "
     detectors = _detectors(stages)
     unsure = {t: reason for t, d in detectors.items() if (reason := (d.get("evidence") or {}).get("inconclusive"))}
     detectors = {t: d for t, d in detectors.items() if t not in unsure}
-    rule = thresholds(family)
+    rule = thresholds(family, card=(done(stages, "card") or {}).get("card"))
     if rule.tool in detectors:
         return _decided(rule.tool, detectors[rule.tool], rule, failed, unchecked,
                         {t: d for t, d in detectors.items() if t != rule.tool}, family)

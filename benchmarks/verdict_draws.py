@@ -1,13 +1,13 @@
 """A detector's stored answers on several draws of a suite, one row per draw: detect AUROC (overall
-and per slice), the verdict's label shares at the family's thresholds and the expected
-calibration error, and CPU-seconds per organism. With ``--against VERSION``, the same tool's
+and per slice), the share of clean and of planted organisms given each verdict label, the
+expected calibration error, and CPU-seconds per organism. With ``--against VERSION``, the same tool's
 answers at an earlier version are read too and each draw gets the paired AUROC difference on the
 organisms both answered (bootstrap 95% CI over organisms), and the draws' mean difference (each
 resample draws every draw's organisms again).
 
 How the verdict was checked on draws built after its thresholds were chosen (docs/vision.md):
 
-    python benchmarks/verdict_draws.py --suite standard --seed 1 3 4 7 8 9 --tool nc_contrast
+    python benchmarks/verdict_draws.py --suite standard --seed 1 3 4 8 9 10 --tool nc_contrast
 
 ``--store`` may be given several times: each draw is read from every store that holds it (the
 first answer of an organism kept). The labels are read by ``deepaudit.verdicts``' thresholds, each

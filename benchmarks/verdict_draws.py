@@ -134,6 +134,8 @@ def main() -> None:
         return fixed or thresholds(family, args.tool, card=None if args.family_only else cell["labels"])
     cells_of = {seed: list(found.values()) for seed, found in draws.items()}
     context = family_of(family).context
+    if bad := [key for key in by if key not in family_of(family).slices]:
+        fail(f"--by: {family} organisms cannot be sliced by {bad}; choose from {list(family_of(family).slices)}")
     slices = sorted({name for cells in cells_of.values() for name in slice_cells(cells, by, context)})
     read = (f"suspect >= {fixed.suspect:.4g}, clear < {fixed.clear:.4g}" if fixed else
             "the family's thresholds" if args.family_only else "deepaudit.verdicts' thresholds (a card's own where set)")

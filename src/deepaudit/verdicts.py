@@ -48,7 +48,7 @@ THRESHOLDS: dict[str, Thresholds] = {
     # "suspected" from the highest of the three draws' own thresholds at 7% of their clean organisms
     # (a margin for the draw-to-draw shift, docs/vision.md), "cleared" below the pooled threshold that
     # clears 10% of the planted ones; nc_contrast version 2 (its references keep their own classes,
-    # session 25); held out: seeds 8 and 9.
+    # session 25); held out: seeds 8, 9 and 10.
     # python benchmarks/verdict_thresholds.py --suite standard --seed 1 3 4 --tool nc_contrast
     #     --clean-suspected 0.07 --every-draw --check-seed 9
     "vision": Thresholds(0.431552, 0.102109, "chosen on the standard suite, seeds 1, 3 and 4", tool="nc_contrast"),

@@ -1,10 +1,11 @@
 """Neural Cleanse contrasted with clean references: for every class, the smallest mask-and-pattern
 trigger that sends the audited model's inputs to the class *while a reference model keeps them in
 the classes it gives them unstamped* (Neural Cleanse's search, Wang et al., S&P 2019, with the
-reference's cross-entropy on those classes added to the loss; version 2: its own classes, not the
-budget's labels, which an MNIST-1D student gets wrong on a third of the inputs). A natural shortcut (a class that is easy
-to reach in any model of the task) moves the reference too, so it no longer counts; a planted
-trigger works through features the reference lacks, so it stays small. The two references are
+reference's cross-entropy on those classes added to the loss; version 2: its own classes, not
+the budget's labels, which an MNIST-1D student gets wrong on a third of the inputs). A natural
+shortcut (a class that is easy to reach in any model of the task) moves the reference too, so
+it no longer counts; a planted trigger works through features the reference lacks, so it stays
+small. The two references are
 the model's own re-headed copy (``deepaudit.tools.rehead``, Feature Shift Tuning's head re-init,
 Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015),
 trained until it picks the model's class on 95% of the budget: a student that misses the model's

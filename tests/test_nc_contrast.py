@@ -10,7 +10,7 @@ import torch
 
 from deepaudit.subject import load_subject
 from deepaudit.tools import make_tool
-from deepaudit.tools.nc_contrast import log_gap
+from deepaudit.tools.nc_contrast import log_gap, specific_gap, transfer
 from deepaudit.tools.neural_cleanse import NeuralCleanse
 from deepaudit.zoo import read_truth
 
@@ -54,6 +54,9 @@ def test_nc_contrast_names_the_smoke_trojans_target_and_keeps_its_evidence(smoke
     sizes = verdict.evidence["log_mask_size"]
     assert set(sizes) == {"rehead", "student"} and all(len(v) == subject.num_classes for v in sizes.values())
     assert verdict.evidence["log_gap"] == pytest.approx(log_gap(np.mean(list(sizes.values()), axis=0)), abs=1e-3)
+    plain, moved = np.array(verdict.evidence["plain_log_mask_size"]), np.array(verdict.evidence["transfer"])
+    assert plain.shape == moved.shape == (subject.num_classes,) and ((moved >= 0) & (moved <= 1)).all()
+    assert verdict.evidence["specific_gap"] == pytest.approx(specific_gap(plain, moved), abs=1e-3)
     assert verdict.trigger is not None and verdict.trigger.mask.shape == tuple(subject.input_shape[1:])
     student = verdict.evidence["students"]["student"]  # trained in rounds of 600 until it agrees on 95%, at most 2400
     assert student["steps"] in (600, 1200, 1800, 2400) and (student["agreement"] >= 0.95 or student["steps"] == 2400)
@@ -73,6 +76,28 @@ def test_repeats_add_runs_with_their_own_seeds_and_average_them(smoke_zoo):
 def test_log_gap_is_the_distance_of_the_smallest_class_below_the_median():
     assert log_gap(np.log(np.array([1.0, 4.0, 4.0, 4.0, 8.0]))) == pytest.approx(np.log(4.0))
     assert log_gap(np.zeros(10)) == 0.0
+
+
+def test_the_specific_gap_discounts_a_small_trigger_that_moves_the_references_too():
+    log_sizes = np.log(np.array([1.0, 4.0, 4.0, 4.0, 4.0]))
+    assert specific_gap(log_sizes, np.zeros(5)) == pytest.approx(np.log(4.0))  # its own: the whole gap
+    assert specific_gap(log_sizes, np.array([1.0, 0, 0, 0, 0])) == pytest.approx(0.0)  # a shortcut of every model
+    assert specific_gap(log_sizes, np.array([0.75, 0, 0, 0, 0])) == pytest.approx(0.25 * np.log(4.0))
+
+
+def test_transfer_is_the_share_of_other_class_inputs_a_stamp_moves_in_the_reference(smoke_zoo):
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    masks, patterns, _ = NeuralCleanse(steps=60).search(subject)
+    stuck = transfer(OneClass(subject.num_classes), subject.clean_x, masks, patterns)
+    assert stuck.shape == (subject.num_classes,) and (stuck == 0).all()  # nothing moves a one-class reference
+    target = read_truth(smoke_zoo.trojan)["target"]
+    mask, pattern = torch.zeros_like(masks), patterns.clone()
+    mask[target] = 1.0  # a stamp that replaces the whole input by the target's pattern
+    whole = transfer(subject.model, subject.clean_x, mask, pattern)
+    with torch.no_grad():
+        pattern_class = int(subject.model(pattern[target : target + 1]).argmax(1))
+    assert whole[target] == (1.0 if pattern_class == target else 0.0)
+    assert (np.delete(whole, target) == 0).all()  # an empty mask moves no input anywhere
 
 
 def test_nc_contrast_refuses_settings_that_cannot_work():

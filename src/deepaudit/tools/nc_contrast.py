@@ -5,18 +5,26 @@ reference's cross-entropy on those classes added to the loss; version 2: its own
 the budget's labels, which an MNIST-1D student gets wrong on a third of the inputs). A natural
 shortcut (a class that is easy to reach in any model of the task) moves the reference too, so
 it no longer counts; a planted trigger works through features the reference lacks, so it stays
-small. The two references are
-the model's own re-headed copy (``deepaudit.tools.rehead``, Feature Shift Tuning's head re-init,
-Min et al., NeurIPS 2023) and a student distilled from it (``nc_distill``; Hinton et al. 2015),
-trained until it picks the model's class on 95% of the budget: a student that misses the model's
-natural shortcuts flags them as planted (the false alarms on clean MNIST-1D CNNs, docs/vision.md).
-Each carries a planted trigger less than the model does (the re-headed copy of an MNIST-1D
-trojan sent 27% of held-out inputs to its target, the model 99.7%; students 23-94% on quick-suite
-trojans: docs/vision.md). Each class's score is its log mask size, averaged over the two
-references; the statistic is how far the smallest lies below the median class (a log gap,
-scale-free), and P(planted) squashes it around 0.5 (above every clean model of the quick suite's
-two draws, where this tool was designed). It asks only for what the auditor has: the card and
-the trusted budget.
+small. The two references are the model's own re-headed copy (``deepaudit.tools.rehead``,
+Feature Shift Tuning's head re-init, Min et al., NeurIPS 2023) and a student distilled from it
+(``nc_distill``; Hinton et al. 2015), trained until it picks the model's class on 95% of the
+budget: a student that misses the model's natural shortcuts flags them as planted (the false
+alarms on clean MNIST-1D CNNs, docs/vision.md). Each carries a planted trigger less than the
+model does (the re-headed copy of an MNIST-1D trojan sent 27% of held-out inputs to its target,
+the model 99.7%; students 23-94% on quick-suite trojans: docs/vision.md). Each class's score is
+its log mask size, averaged over the two references; the contrast gap is how far the smallest
+lies below the median class (a log gap, scale-free).
+
+Version 3 adds the same question asked after the search instead of inside it: Neural Cleanse's
+own search on the model alone, then, for each class, the share of the references' inputs its
+stamp moves to the class too (a trigger's transfer). Where the references carry part of a planted
+trigger (a re-headed MNIST-1D CNN keeps the convolutions that read it), the joint search grows
+every class's mask and the contrast gap says nothing (MNIST-1D CNN patch trojans: within-card
+AUROC 0.57 on six draws); the model's own smallest stamp still moves the model and less of the
+references. The specific gap is each class's distance below the median, times the share its
+stamp does not move, at its largest; the statistic is the contrast gap plus the specific gap,
+and P(planted) a logistic of it fitted on the standard suite's draws 1 and 3 (the design draws,
+docs/vision.md). It asks only for what the auditor has: the card and the trusted budget.
 
 ``repeats`` runs the whole procedure (references and searches) again with other seeds and averages
 the class scores. On clean MNIST-1D CNNs one run's gap is mostly the noise of its seed (two seeds
@@ -44,7 +52,8 @@ from deepaudit.triggers import Trigger
 # the clean models' false alarms (docs/vision.md); digits students pass after the first round.
 STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
-GAP_THRESHOLD = 0.5  # log gap at P(planted) = 0.5: clean models of the quick suite's draws 0.08-0.46
+# the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3
+GAP_THRESHOLD, SLOPE = 0.65, 5.93
 # passes of the re-head's fit (forward and backward) and of one round of the student's distillation
 # (student forward and backward, teacher forward, mixing)
 REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * DISTIL_BATCH
@@ -53,18 +62,18 @@ REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * 
 def size_to(allowance: Allowance) -> dict[str, int]:
     """The re-head and one round of distillation first, then as many search steps (up to the
     default 300, the setting the verdict's thresholds were chosen at) as fit, then further rounds
-    of distillation (up to the default's) with what is left; each step of the two searches runs
-    the model and a reference forward and backward. A round the student does not need (it
-    already agrees) costs nothing."""
+    of distillation (up to the default's) with what is left; each step of the two contrasted
+    searches runs the model and a reference forward and backward, each step of the model's own
+    search the model alone. A round the student does not need (it already agrees) costs nothing."""
     per_round = ROUND_PASSES * allowance.seconds_per_example
     references = REHEAD_PASSES * allowance.seconds_per_example + per_round
     if allowance.seconds < references:
         raise TooLittleTime(f"needs about {references:.1f} s for its two references alone; "
                             f"{allowance.seconds:.1f} s left (raise --budget)")
-    per_step = 4 * allowance.per_step(32)
+    per_step = 5 * allowance.per_step(32)
     within = Allowance(allowance.seconds - references, allowance.seconds_per_example, allowance.inputs,
                        allowance.classes)
-    sized = within.steps(per_step, MIN_STEPS, what="steps of two contrasted searches")
+    sized = within.steps(per_step, MIN_STEPS, what="steps of three searches")
     spare = within.seconds - sized["steps"] * per_step
     rounds = 1 + min(int(spare // per_round), STUDENT_MAX_STEPS // DISTIL_STEPS - 1)
     return {**sized, "student_max_steps": rounds * DISTIL_STEPS}
@@ -75,12 +84,32 @@ def log_gap(log_sizes: np.ndarray) -> float:
     return float(np.median(log_sizes) - log_sizes.min())
 
 
+def specific_gap(log_sizes: np.ndarray, transfer: np.ndarray) -> float:
+    """The largest of each class's distance below the median (in log size) times the share of the
+    references' inputs its trigger does *not* move there: a small trigger that moves the clean
+    references too is a natural shortcut, one that moves only the model is its own."""
+    return float(np.max((np.median(log_sizes) - log_sizes) * (1.0 - transfer)))
+
+
+def transfer(reference: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor) -> np.ndarray:
+    """Per class, the share of the inputs the reference puts in other classes that the class's
+    (mask, pattern) stamp sends to it in the reference."""
+    with torch.no_grad():
+        own = reference(x).argmax(1)
+        shares = []
+        for cls, (mask, pattern) in enumerate(zip(masks, patterns)):
+            other = own != cls
+            moved = reference((1 - mask) * x[other] + mask * pattern).argmax(1) == cls
+            shares.append(float(moved.float().mean()) if other.any() else 0.0)
+    return np.array(shares)
+
+
 @register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               version=2, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               version=3, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,
-                 slope: float = 8.0, repeats: int = 1, student_agreement: float = STUDENT_AGREEMENT,
+                 slope: float = SLOPE, repeats: int = 1, student_agreement: float = STUDENT_AGREEMENT,
                  student_max_steps: int = STUDENT_MAX_STEPS):
         if (steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1 or repeats < 1
                 or not 0 <= student_agreement <= 1 or student_max_steps < DISTIL_STEPS):
@@ -94,6 +123,8 @@ class NCContrast:
     def audit(self, subject: Subject) -> Verdict:
         runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         students: dict[str, dict[str, float]] = {}
+        plain: list[np.ndarray] = []
+        moved: list[np.ndarray] = []
         for repeat in range(self.repeats):
             seed = self.seed + REPEAT_STRIDE * repeat
             cleanse = NeuralCleanse(seed=seed, steps=self.steps, target_asr=self.target_asr)
@@ -102,16 +133,23 @@ class NCContrast:
             runs |= {name + suffix: cleanse.search(subject, reference=reference, keep=self.keep)
                      for name, reference in references}
             students["student" + suffix] = {"steps": student.steps, "agreement": round(student.agreement, 4)}
+            masks, patterns, solved = cleanse.search(subject)  # the model alone: Neural Cleanse's own triggers
+            plain.append(self.log_sizes(masks, solved))
+            moved += [transfer(reference, subject.clean_x, masks, patterns) for _, reference in references]
         log_sizes = {name: self.log_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
         mean_log = np.mean(list(log_sizes.values()), axis=0)
         gap = log_gap(mean_log)
+        plain_log, moved_share = np.mean(plain, axis=0), np.mean(moved, axis=0)
+        specific = specific_gap(plain_log, moved_share)
         target = int(mean_log.argmin())
         lead = min(runs, key=lambda name: log_sizes[name][target])
         masks, patterns, _ = runs[lead]
         trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
-        return Verdict(p_planted=squash(gap, GAP_THRESHOLD, self.slope), target=target, trigger=trigger,
-                       evidence={"log_gap": round(gap, 4), "log_mask_size": {name: np.round(v, 4).tolist()
-                                                                             for name, v in log_sizes.items()},
+        return Verdict(p_planted=squash(gap + specific, GAP_THRESHOLD, self.slope), target=target, trigger=trigger,
+                       evidence={"log_gap": round(gap, 4), "specific_gap": round(specific, 4),
+                                 "log_mask_size": {name: np.round(v, 4).tolist() for name, v in log_sizes.items()},
+                                 "plain_log_mask_size": np.round(plain_log, 4).tolist(),
+                                 "transfer": np.round(moved_share, 4).tolist(),
                                  "unsolved": {name: int((~solved).sum()) for name, (_, _, solved) in runs.items()},
                                  "students": students})
 

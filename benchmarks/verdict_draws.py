@@ -3,7 +3,9 @@ and per slice), the share of clean and of planted organisms given each verdict l
 expected calibration error, and CPU-seconds per organism. With ``--against VERSION``, the same tool's
 answers at an earlier version are read too and each draw gets the paired AUROC difference on the
 organisms both answered (bootstrap 95% CI over organisms), and the draws' mean difference (each
-resample draws every draw's organisms again).
+resample draws every draw's organisms again). Answers are keyed by their parameters, so an earlier
+version whose defaults differed is read with ``--against-param NAME=VALUE`` for each of them
+(``nc_contrast`` version 2: ``--against-param slope=8.0``).
 
 How the verdict was checked on draws built after its thresholds were chosen (docs/vision.md):
 
@@ -17,6 +19,7 @@ card's own where it has them; ``--family-only`` reads every organism by the fami
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,12 +40,13 @@ from deepaudit.zoo import family as family_of
 Cells = list[dict[str, Any]]
 
 
-def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: int | None) -> dict[str, dict]:
+def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: int | None,
+                 params: dict[str, Any] | None = None) -> dict[str, dict]:
     """Organism id -> detect cell, from every store that holds the draw (the first store wins)."""
     found: dict[str, dict] = {}
     for store in stores:
         try:
-            cells = detect_answers(store, suite, seed, tool, version)
+            cells = detect_answers(store, suite, seed, tool, version, params)
         except StoreError:
             continue
         except RegistryError as exc:
@@ -50,6 +54,17 @@ def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: 
         for cell in cells:
             found.setdefault(cell["organism_id"], cell)
     return found
+
+
+def earlier_param(item: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` (the value as JSON, else a string) -> (name, value)."""
+    name, _, raw = item.partition("=")
+    if not (name and raw):
+        fail(f"--against-param {item!r}: write it as name=value, e.g. slope=8.0")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
 
 
 def row(cells: Cells, rule_of: Callable[[dict], Thresholds], by: list[str], context: tuple[str, ...],
@@ -112,6 +127,8 @@ def main() -> None:
     parser.add_argument("--version", type=int, default=None, help="the tool's version to read (default: current)")
     parser.add_argument("--against", type=int, default=None, metavar="VERSION",
                         help="also read this earlier version and give the paired AUROC difference")
+    parser.add_argument("--against-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a default of the earlier version that differs from today's (repeat; value as JSON)")
     parser.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("SUSPECT", "CLEAR"))
     parser.add_argument("--family-only", action="store_true",
                         help="read every organism by the family's thresholds, not its card's own")
@@ -119,6 +136,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs)")
     args = parser.parse_args()
     stores = args.store or [default_store_path()]
+    earlier = dict(earlier_param(item) for item in args.against_param)
     by = args.by.split(",")
     draws = {seed: draw_answers(stores, args.suite, seed, args.tool, args.version) for seed in args.seed}
     if missing := [seed for seed, found in draws.items() if not found]:
@@ -148,7 +166,7 @@ def main() -> None:
     notes = []
     if args.against is not None:
         rng = np.random.default_rng(0)
-        olds = {seed: draw_answers(stores, args.suite, seed, args.tool, args.against) for seed in args.seed}
+        olds = {seed: draw_answers(stores, args.suite, seed, args.tool, args.against, earlier) for seed in args.seed}
         every = []
         for seed in args.seed:
             if not olds[seed]:
@@ -165,6 +183,7 @@ def main() -> None:
     argv = ["--suite", args.suite, "--seed", *map(str, args.seed), "--tool", args.tool]
     argv += ["--version", str(args.version)] if args.version is not None else []
     argv += ["--against", str(args.against)] if args.against is not None else []
+    argv += [item for value in args.against_param for item in ("--against-param", value)]
     argv += ["--thresholds", *map(str, args.thresholds)] if args.thresholds else []
     argv += ["--family-only"] if args.family_only else []
     argv += ["--by", args.by] if args.by != "dataset,mapping" else []

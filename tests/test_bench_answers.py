@@ -80,9 +80,10 @@ def test_contrast_references_reads_each_references_gap(store: Path):
 
 
 def detect_cell(seed: int, organism: str, planted: bool, p: float, version: int = 1, cpu_s: float = 2.0,
-                arch: str = "cnn") -> Cell:
+                arch: str = "cnn", **params: object) -> Cell:
     spec = dataclasses.replace(tool_spec("nc_contrast"), version=version)
-    return Cell(CellKey("standard", seed, organism, "nc_contrast", spec.digest(spec.params()), "detect", 256), "done",
+    return Cell(CellKey("standard", seed, organism, "nc_contrast", spec.digest(spec.params(**params)), "detect", 256),
+                "done",
                 answer={"p_planted": p, "evidence": {}}, scores={"p_planted": p}, cpu_s=cpu_s,
                 labels={"planted": planted, "dataset": "digits", "arch": arch, "mapping": "all_to_one" if planted else None,
                         "family": "vision"})
@@ -110,6 +111,29 @@ def test_verdict_draws_reads_each_draw_from_every_store_and_pairs_versions(tmp_p
     assert len(rows) == 2 and all("| 2 / 2 | 1.000" in line for line in rows)
     assert all("| 0.0% (0) | 100.0% | 50% | 0% |" in line for line in rows)  # c1 cleared, c2 inconclusive
     assert "seed 1: AUROC minus version 1's +1.000" in out and "seed 2: AUROC minus version 1's +0.000" in out
+
+
+def test_verdict_draws_pairs_an_earlier_version_whose_default_parameters_differed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """Version 1's answers were given at another default ``slope``: they are keyed by it, so
+    only ``--against-param slope=...`` finds them; a parameter the tool lacks is a clear exit."""
+    store = Store(tmp_path / "a.sqlite")
+    probs = {"c1": (False, 0.1), "c2": (False, 0.3), "p1": (True, 0.6), "p2": (True, 0.9)}
+    store.put([detect_cell(1, name, planted, p, version=2) for name, (planted, p) in probs.items()]
+              + [detect_cell(1, name, planted, 1 - p, slope=1.5) for name, (planted, p) in probs.items()])
+    store.close()
+    argv = ["verdict_draws.py", "--seed", "1", "--version", "2", "--against", "1", "--store", str(tmp_path / "a.sqlite")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        benchmark("verdict_draws").main()
+        assert "seed 1: no answers of version 1" in capsys.readouterr().out
+        patch.setattr(sys, "argv", argv + ["--against-param", "slope=1.5"])
+        benchmark("verdict_draws").main()
+        assert "seed 1: AUROC minus version 1's +1.000" in capsys.readouterr().out
+        patch.setattr(sys, "argv", argv + ["--against-param", "slopes=1.5"])
+        with pytest.raises(SystemExit) as exit_:
+            benchmark("verdict_draws").main()
+    assert exit_.value.code == 2 and "no parameters ['slopes']" in capsys.readouterr().err
 
 
 def test_verdict_draws_without_answers_is_a_clear_exit(store: Path, capsys: pytest.CaptureFixture[str]):

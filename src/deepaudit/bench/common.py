@@ -59,14 +59,16 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def detect_answers(store: Path, suite: str, seed: int, tool: str, version: int | None = None) -> list[dict[str, Any]]:
-    """The tool's detect cells of a suite and seed in one store, at its default parameters and its
-    current version or ``version`` (a store may also hold other versions' or settings' answers);
-    raises ``RegistryError`` for an unknown tool and ``StoreError`` for a store without the draw."""
+def detect_answers(store: Path, suite: str, seed: int, tool: str, version: int | None = None,
+                   params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The tool's detect cells of a suite and seed in one store, at its default parameters (with
+    ``params`` in place of today's defaults where an earlier version had others) and its current
+    version or ``version`` (a store may also hold other versions' or settings' answers); raises
+    ``RegistryError`` for an unknown tool or parameter and ``StoreError`` for a store without the draw."""
     spec = tool_spec(tool)
     if version is not None:
         spec = dataclasses.replace(spec, version=version)
-    default = spec.digest(spec.params())
+    default = spec.digest(spec.params(**(params or {})))
     return [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool
             and c["params"] == default]
 

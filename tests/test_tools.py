@@ -174,8 +174,10 @@ def test_a_tool_is_sized_to_its_allowance_or_says_how_much_it_needs():
     # nc_contrast first makes its two references (the re-head 5.8 s and a round of the student's
     # distillation 15.4 s here), then searches (up to 300 steps), then gives the student more rounds
     sizing = tool_spec("nc_contrast").sizing
-    assert sizing(Allowance(60.0, 1e-4, 256, 10)) == {"steps": 101, "student_max_steps": 600}  # 38.9 s / 0.384 s
-    assert sizing(Allowance(170.0, 1e-4, 256, 10)) == {"steps": 300, "student_max_steps": 1800}  # 33.7 s: 2 rounds
+    # (a step costs five plain searches' steps: two contrasted ones run the model and a reference, the
+    # model's own search the model alone)
+    assert sizing(Allowance(70.0, 1e-4, 256, 10)) == {"steps": 101, "student_max_steps": 600}  # 48.9 s / 0.48 s
+    assert sizing(Allowance(200.0, 1e-4, 256, 10)) == {"steps": 300, "student_max_steps": 1800}  # 34.9 s: 2 rounds
     assert sizing(Allowance(1e4, 1e-4, 256, 10)) == {"steps": 300, "student_max_steps": 2400}
     with pytest.raises(TooLittleTime, match=r"needs about 21\.1 s for its two references alone; 20\.0 s left"):
         sizing(twenty)

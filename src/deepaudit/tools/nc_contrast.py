@@ -53,7 +53,7 @@ from deepaudit.triggers import Trigger
 STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
 # the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3
-GAP_THRESHOLD, SLOPE = 0.65, 5.93
+MIDPOINT, SLOPE = 0.65, 5.93
 # passes of the re-head's fit (forward and backward) and of one round of the student's distillation
 # (student forward and backward, teacher forward, mixing)
 REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * DISTIL_BATCH
@@ -145,7 +145,7 @@ class NCContrast:
         lead = min(runs, key=lambda name: log_sizes[name][target])
         masks, patterns, _ = runs[lead]
         trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
-        return Verdict(p_planted=squash(gap + specific, GAP_THRESHOLD, self.slope), target=target, trigger=trigger,
+        return Verdict(p_planted=squash(gap + specific, MIDPOINT, self.slope), target=target, trigger=trigger,
                        evidence={"log_gap": round(gap, 4), "specific_gap": round(specific, 4),
                                  "log_mask_size": {name: np.round(v, 4).tolist() for name, v in log_sizes.items()},
                                  "plain_log_mask_size": np.round(plain_log, 4).tolist(),

@@ -92,6 +92,27 @@ def test_refitted_head_refits_and_always_restores(smoke_zoo):
     assert all(torch.equal(before[k], v) for k, v in subject.model.state_dict().items())
 
 
+
+def test_refitted_head_reads_the_heads_inputs_once_with_the_same_result(smoke_zoo, monkeypatch):
+    """The refit trains the head on features computed once (``head_inputs``) and ends where
+    training through the whole model ends; a model whose output is not the head's (here scaled
+    after it) gets no features and is refitted through its forward pass."""
+    from deepaudit.tools import rehead
+
+    subject = load_subject(smoke_zoo.trojan, budget=128)
+    with refitted_head(subject.model, subject.clean_x, subject.clean_y, seed=3) as model:
+        cached = model.head.weight.clone()
+    monkeypatch.setattr(rehead, "head_inputs", lambda *_: None)
+    with refitted_head(subject.model, subject.clean_x, subject.clean_y, seed=3) as model:
+        through_model = model.head.weight.clone()
+    torch.testing.assert_close(cached, through_model)
+    assert not torch.equal(cached, subject.model.head.weight)
+    monkeypatch.undo()
+    scaled = torch.nn.Sequential(subject.model, torch.nn.Hardtanh(-0.5, 0.5))
+    assert rehead.head_inputs(scaled, subject.model.head, subject.clean_x) is None
+    features = rehead.head_inputs(subject.model, subject.model.head, subject.clean_x)
+    assert features is not None and features.shape == (128, subject.model.head.in_features)
+
 def test_nc_reference_finds_the_smoke_target_and_says_when_its_shadows_do_not_fit(smoke_zoo):
     """Against clean shadows, the smoke trojan's target is the class whose mask is smallest;
     shadows held to an impossible accuracy gap make the answer inconclusive, with the reason."""

@@ -26,6 +26,10 @@ stamp does not move, at its largest; the statistic is the contrast gap plus the 
 and P(planted) a logistic of it fitted on the standard suite's draws 1 and 3 (the design draws,
 docs/vision.md). It asks only for what the auditor has: the card and the trusted budget.
 
+Version 4 is version 3 with each search ``STEPS`` long instead of 300, the shortest that ranked the
+design draws as well (a search cut short is exactly the first steps of the longer one), to keep
+within the 10 CPU-seconds an organism issue 15 allows.
+
 ``repeats`` runs the whole procedure (references and searches) again with other seeds and averages
 the class scores. On clean MNIST-1D CNNs one run's gap is mostly the noise of its seed (two seeds
 on the same model and budget correlate about 0.25, docs/vision.md), and since a game draw gives
@@ -52,8 +56,12 @@ from deepaudit.triggers import Trigger
 # the clean models' false alarms (docs/vision.md); digits students pass after the first round.
 STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
+# steps of each of the three searches: version 3 ran 300 (10-11 CPU-s an organism on the standard suite); a
+# search cut short is the first steps of the longer one, and the design draws chose the shortest that ranked
+# as well (docs/vision.md)
+STEPS = 250
 # the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3
-MIDPOINT, SLOPE = 0.65, 5.93
+MIDPOINT, SLOPE = 0.63, 6.17
 # passes of the re-head's fit (forward and backward) and of one round of the student's distillation
 # (student forward and backward, teacher forward, mixing)
 REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * DISTIL_BATCH
@@ -61,7 +69,7 @@ REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
     """The re-head and one round of distillation first, then as many search steps (up to the
-    default 300, the setting the verdict's thresholds were chosen at) as fit, then further rounds
+    default ``STEPS``, the setting the verdict's thresholds were chosen at) as fit, then further rounds
     of distillation (up to the default's) with what is left; each step of the two contrasted
     searches runs the model and a reference forward and backward, each step of the model's own
     search the model alone. A round the student does not need (it already agrees) costs nothing."""
@@ -73,7 +81,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     per_step = 5 * allowance.per_step(32)
     within = Allowance(allowance.seconds - references, allowance.seconds_per_example, allowance.inputs,
                        allowance.classes)
-    sized = within.steps(per_step, MIN_STEPS, what="steps of three searches")
+    sized = within.steps(per_step, MIN_STEPS, most=STEPS, what="steps of three searches")
     spare = within.seconds - sized["steps"] * per_step
     rounds = 1 + min(int(spare // per_round), STUDENT_MAX_STEPS // DISTIL_STEPS - 1)
     return {**sized, "student_max_steps": rounds * DISTIL_STEPS}
@@ -105,10 +113,10 @@ def transfer(reference: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, p
 
 
 @register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               version=3, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               version=4, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class NCContrast:
 
-    def __init__(self, seed: int = 0, steps: int = 300, target_asr: float = 0.9, keep: float = 0.5,
+    def __init__(self, seed: int = 0, steps: int = STEPS, target_asr: float = 0.9, keep: float = 0.5,
                  slope: float = SLOPE, repeats: int = 1, student_agreement: float = STUDENT_AGREEMENT,
                  student_max_steps: int = STUDENT_MAX_STEPS):
         if (steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1 or repeats < 1

@@ -171,13 +171,16 @@ def test_a_tool_is_sized_to_its_allowance_or_says_how_much_it_needs():
     twenty = Allowance(seconds=20.0, seconds_per_example=1e-4, inputs=256, classes=10)
     sized = {name: tool_spec(name).sizing(twenty)["steps"] for name in ("neural_cleanse", "nc_rehead", "mm_bd")}
     assert sized == {"neural_cleanse": 208, "nc_rehead": 104, "mm_bd": 222}  # batches of 32, 2 x 32 and 30
-    # nc_contrast first makes its two references (the re-head 5.8 s and a round of the student's
-    # distillation 15.4 s here), then searches (up to its default 250 steps), then gives the student more rounds
+    # nc_contrast first makes its two references (the re-head one forward pass of the budget, 0.03 s,
+    # and a round of the student's distillation 15.4 s here), then searches (up to its default 250 steps),
+    # then gives the student more rounds
     sizing = tool_spec("nc_contrast").sizing
     # (a step costs five plain searches' steps: two contrasted ones run the model and a reference, the
     # model's own search the model alone)
-    assert sizing(Allowance(70.0, 1e-4, 256, 10)) == {"steps": 101, "student_max_steps": 600}  # 48.9 s / 0.48 s
-    assert sizing(Allowance(180.0, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 1800}  # 38.8 s: 2 rounds
+    assert sizing(Allowance(70.0, 1e-4, 256, 10)) == {"steps": 113, "student_max_steps": 600}  # 54.6 s / 0.48 s
+    assert sizing(Allowance(180.0, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 1800}  # 44.6 s: 2 rounds
     assert sizing(Allowance(1e4, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 2400}  # its default: 250
-    with pytest.raises(TooLittleTime, match=r"needs about 21\.1 s for its two references alone; 20\.0 s left"):
+    with pytest.raises(TooLittleTime, match=r"needs about 15\.4 s for its two references alone; 15\.0 s left"):
+        sizing(Allowance(15.0, 1e-4, 256, 10))
+    with pytest.raises(TooLittleTime, match=r"needs about 48\.0 s for 100 steps of three searches; 4\.6 s left"):
         sizing(twenty)

@@ -47,7 +47,7 @@ from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, Student, distil
 from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse
 from deepaudit.tools.registry import register_tool
-from deepaudit.tools.rehead import REFIT_BATCH, REFIT_STEPS, refitted_head
+from deepaudit.tools.rehead import refitted_head
 from deepaudit.tools.sizing import Allowance, TooLittleTime
 from deepaudit.triggers import Trigger
 
@@ -56,15 +56,12 @@ from deepaudit.triggers import Trigger
 # the clean models' false alarms (docs/vision.md); digits students pass after the first round.
 STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
-# steps of each of the three searches: version 3 ran 300 (10-11 CPU-s an organism on the standard suite); a
-# search cut short is the first steps of the longer one, and the design draws chose the shortest that ranked
-# as well (docs/vision.md)
-STEPS = 250
+STEPS = 250  # of each of the three searches (version 3: 300; see the module's docstring)
 # the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3
 MIDPOINT, SLOPE = 0.63, 6.17
-# passes of the re-head's fit (forward and backward) and of one round of the student's distillation
-# (student forward and backward, teacher forward, mixing)
-REHEAD_PASSES, ROUND_PASSES = REFIT_STEPS * 3 * REFIT_BATCH, DISTIL_STEPS * 4 * DISTIL_BATCH
+# passes of one round of the student's distillation (student forward and backward, teacher forward, mixing);
+# the re-head costs one forward pass of the budget (its layer is refitted on inputs computed once)
+ROUND_PASSES = DISTIL_STEPS * 4 * DISTIL_BATCH
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -74,7 +71,7 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     searches runs the model and a reference forward and backward, each step of the model's own
     search the model alone. A round the student does not need (it already agrees) costs nothing."""
     per_round = ROUND_PASSES * allowance.seconds_per_example
-    references = REHEAD_PASSES * allowance.seconds_per_example + per_round
+    references = allowance.inputs * allowance.seconds_per_example + per_round
     if allowance.seconds < references:
         raise TooLittleTime(f"needs about {references:.1f} s for its two references alone; "
                             f"{allowance.seconds:.1f} s left (raise --budget)")

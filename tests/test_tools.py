@@ -23,7 +23,7 @@ EXPECTED_ROLES = {"neural_cleanse": ("detect",), "mahalanobis": ("detect", "inpu
                   "combine_stack": ("features",), "mntd": ("detect",), "mm_bd": ("detect",),
                   "combine_stouffer": ("detect",), "nc_distill": ("detect",),
                   "combine_stouffer_distill": ("detect",), "combine_fisher_distill": ("detect",),
-                  "nc_contrast": ("detect",), "combine_stouffer_contrast": ("detect",),
+                  "nc_contrast": ("detect",), "combine_stouffer_contrast": ("detect",), "abs": ("detect",),
                   "weight_stats": ("detect",), "random": ("detect", "inputs"), "meta_classifier": ("features",),
                   **{name: ("remove",) for name in ("finetune", "fineprune", "nc_unlearn", "anp", "lat")},
                   **{name: ("localize",) for name in ("act_patch", "attr_patch", "captum_conductance",

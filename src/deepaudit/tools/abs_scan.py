@@ -39,6 +39,8 @@ CONSISTENT = 0.9  # share of inputs whose top raised class must agree (the autho
 
 @dataclass(frozen=True)
 class Candidate:
+    """A neuron that stimulation found raising one class for (nearly) every input."""
+
     layer: str
     neuron: int
     label: int
@@ -150,9 +152,9 @@ class ABS:
         mask_logit = torch.full(shape[1:], -3.0, requires_grad=True)
         pattern_logit = (0.1 * torch.randn(shape, generator=gen)).requires_grad_(True)
         optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr)
+        other = subject.clean_x[subject.clean_y != cand.label]  # never empty: a candidate has such inputs
         seen: dict[str, torch.Tensor] = {}  # the ReLU's input and output: ABS excites both
         handle = module.register_forward_hook(lambda _m, inputs, out: seen.update(pre=inputs[0], post=out))
-        other = subject.clean_x[subject.clean_y != cand.label]
         try:
             for step in range(self.steps):
                 batch = other[torch.randint(len(other), (self.batch_size,), generator=gen)]
@@ -160,13 +162,14 @@ class ABS:
                 pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)
                 logits = subject.model((1 - mask) * batch + mask * pattern)
                 loss = -excitation(seen["pre"], seen["post"], cand.neuron)
-                if self.logit_weight:  # the authors' TrojAI variant: the class's logit too, tripled halfway
-                    loss = loss - self.logit_weight * (3.0 if step > self.steps // 2 else 1.0) * logits[:, cand.label].mean()
+                if self.logit_weight:  # the authors' TrojAI code: the class's logit too, tripled halfway
+                    weight = self.logit_weight * (3.0 if step > self.steps // 2 else 1.0)
+                    loss = loss - weight * logits[:, cand.label].mean()
                 size = mask.sum()
                 over = float(size.detach()) / limit
-                weight = (100.0 if over > 1.2 else 50.0) if over > 1 else 0.01  # the authors' mask loss
+                size_weight = (100.0 if over > 1.2 else 50.0) if over > 1 else 0.01  # the authors' mask loss
                 optimiser.zero_grad()
-                (loss + weight * size).backward()
+                (loss + size_weight * size).backward()
                 optimiser.step()
         finally:
             handle.remove()

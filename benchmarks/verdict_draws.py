@@ -27,33 +27,15 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from deepaudit.bench.common import detect_answers, fail, show
+from deepaudit.bench.common import draw_answers, fail, show
 from deepaudit.game.leaderboard import slice_cells
-from deepaudit.game.store import StoreError
 from deepaudit.game.tracks.verdict import said_unsure
 from deepaudit.metrics import N_BOOTSTRAP, auroc_score, auroc_with_ci, calibration_error
 from deepaudit.paths import default_store_path
-from deepaudit.tools.registry import RegistryError
 from deepaudit.verdicts import CLEARED, SUSPECTED, Thresholds, thresholds
 from deepaudit.zoo import family as family_of
 
 Cells = list[dict[str, Any]]
-
-
-def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: int | None,
-                 params: dict[str, Any] | None = None) -> dict[str, dict]:
-    """Organism id -> detect cell, from every store that holds the draw (the first store wins)."""
-    found: dict[str, dict] = {}
-    for store in stores:
-        try:
-            cells = detect_answers(store, suite, seed, tool, version, params)
-        except StoreError:
-            continue
-        except RegistryError as exc:
-            fail(str(exc))
-        for cell in cells:
-            found.setdefault(cell["organism_id"], cell)
-    return found
 
 
 def earlier_param(item: str) -> tuple[str, Any]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from deepaudit.bench.common import tool_answers
@@ -165,3 +166,37 @@ def test_verdict_thresholds_by_card_chooses_each_cards_own(tmp_path: Path, capsy
            if line.strip().startswith("card digits")}
     assert 0.12 < own["cnn"] < 0.13 and 0.52 < own["mlp"] < 0.53  # one clean model of each card at or above
     assert "clean    (  8): backdoor suspected 25%" in out and "planted  (  4): backdoor suspected 100%" in out
+
+
+def test_rank_mean_joins_two_tools_by_organism_and_compares_their_mean_rank(tmp_path: Path):
+    """nc_contrast ranks the four organisms perfectly, abs at chance: each
+    tool's AUROC, the mean rank's, and its difference from the better tool come out per card;
+    answers at another parameter are read only when asked for, and no shared organism is an exit."""
+    store = Store(tmp_path / "a.sqlite")
+    probs = {"c1": (False, 0.1), "c2": (False, 0.3), "p1": (True, 0.6), "p2": (True, 0.9)}
+    spec = tool_spec("abs")
+
+    def abs_cell(name: str, planted: bool, p: float, **params: object) -> Cell:
+        return Cell(CellKey("standard", 1, name, "abs", spec.digest(spec.params(**params)), "detect", 256), "done",
+                    answer={"p_planted": p, "evidence": {}}, scores={"p_planted": p},
+                    labels={"planted": planted, "dataset": "digits", "arch": "cnn", "family": "vision"})
+
+    version = tool_spec("nc_contrast").version
+    store.put([detect_cell(1, name, planted, p, version=version) for name, (planted, p) in probs.items()]
+              + [abs_cell(name, planted, {"c1": 0.2, "c2": 0.9, "p1": 0.8, "p2": 0.3}[name])
+                 for name, (planted, _) in probs.items()]
+              + [abs_cell("p1", True, 0.99, logit_weight=0.0)])
+    store.close()
+    module = benchmark("rank_mean")
+    planted, cards = np.array([0, 0, 1, 1]), np.array(["digits,cnn"] * 4)
+    rows = module.rows(planted, cards, [np.array([0.1, 0.3, 0.6, 0.9]), np.array([0.2, 0.9, 0.8, 0.3])])
+    assert [row[0] for row in rows] == ["all", "digits,cnn"]
+    _, clean, found, singles, both, (low, high) = rows[1]
+    assert (clean, found) == (2, 2) and singles == [1.0, 0.5]
+    assert both == pytest.approx(0.75)  # rank sums 2, 6 (clean) and 6, 6 (planted): two ties
+    assert low <= 0.0
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--seed", "2", "--tool", "nc_contrast", "--tool", "abs", "--store", str(tmp_path / "a.sqlite")])
+    assert exit_.value.code == 2
+    module.main(["--seed", "1", "--tool", "nc_contrast", "--tool", "abs", "--store", str(tmp_path / "a.sqlite"),
+                 "--param", "abs.logit_weight=0"])  # found: 0 is the float 0.0 the cell was keyed by (else exit 2)

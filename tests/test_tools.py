@@ -56,7 +56,9 @@ def test_registry_refuses_what_it_cannot_check():
         make_tool("neural_cleanse", stepz=3)
     with pytest.raises(RegistryError, match="parameter 'steps' must be of type int"):
         make_tool("neural_cleanse", steps="abc")
-    assert tool_spec("neural_cleanse").params(lr=1)["lr"] == 1  # an int stands for a float
+    cleanse = tool_spec("neural_cleanse")
+    assert isinstance(cleanse.params(lr=1)["lr"], float)  # an int stands for a float, and is one
+    assert cleanse.digest(cleanse.params(lr=1)) == cleanse.digest(cleanse.params(lr=1.0))
     with pytest.raises(RegistryError, match="lacks the methods"):
         register_tool("broken_toy", roles=("detect",), families=("vision",))(type("Broken", (), {}))
     with pytest.raises(RegistryError, match="unknown role 'judge'"):

@@ -73,6 +73,22 @@ def detect_answers(store: Path, suite: str, seed: int, tool: str, version: int |
             and c["params"] == default]
 
 
+def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: int | None,
+                 params: dict[str, Any] | None = None) -> dict[str, dict]:
+    """Organism id -> detect cell, from every store that holds the draw (the first store wins)."""
+    found: dict[str, dict] = {}
+    for store in stores:
+        try:
+            cells = detect_answers(store, suite, seed, tool, version, params)
+        except StoreError:
+            continue
+        except RegistryError as exc:
+            fail(str(exc))
+        for cell in cells:
+            found.setdefault(cell["organism_id"], cell)
+    return found
+
+
 def tool_answers(store: Path, suite: str, seed: int, tool: str, version: int | None = None) -> list[dict[str, Any]]:
     """``detect_answers``, with a clear exit (status 2) when there are none."""
     try:

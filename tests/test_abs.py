@@ -78,3 +78,10 @@ def test_abs_refuses_settings_that_cannot_search():
         make_tool("abs", bound=0.0)
     with pytest.raises(ValueError, match="logit_weight"):
         make_tool("abs", logit_weight=-1.0)
+
+
+def test_abs_is_inconclusive_on_a_model_without_relu_neurons(smoke_zoo):
+    subject = load_subject(smoke_zoo.twin, budget=64)
+    subject.model = nn.Sequential(nn.Flatten(), nn.Linear(64, subject.num_classes))
+    verdict = make_tool("abs").audit(subject)
+    assert verdict.p_planted == 0.5 and "no ReLU layer" in verdict.evidence["inconclusive"]

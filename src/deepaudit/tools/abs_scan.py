@@ -118,6 +118,9 @@ class ABS:
         self.bound, self.seeds_per_class, self.logit_weight = bound, seeds_per_class, logit_weight
 
     def audit(self, subject: Subject) -> Verdict:
+        if not activation_layers(subject.model):
+            return Verdict(p_planted=0.5, evidence={"inconclusive": "the model has no ReLU layer whose neurons ABS "
+                                                                    "could stimulate"})
         x, y = self.seed_inputs(subject)
         candidates = stimulate(subject.model, x, y)
         if not candidates:

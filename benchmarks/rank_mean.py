@@ -16,7 +16,6 @@ at other parameters than its defaults."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,23 +24,20 @@ import numpy as np
 from rich.table import Table
 from scipy.stats import rankdata
 
-from deepaudit.bench.common import draw_answers, fail, show
+from deepaudit.bench.common import draw_answers, fail, name_value, show
 from deepaudit.metrics import auroc_score, bootstrap_ci
 from deepaudit.paths import default_store_path
 
 
 def tool_params(items: list[str], tools: list[str]) -> dict[str, dict[str, Any]]:
-    """``TOOL.NAME=VALUE`` items (the value as JSON, else a string) -> per-tool parameters."""
+    """``TOOL.NAME=VALUE`` items -> per-tool parameters."""
     params: dict[str, dict[str, Any]] = {tool: {} for tool in tools}
     for item in items:
-        key, sep, value = item.partition("=")
-        tool, dot, name = key.partition(".")
-        if not sep or not dot or tool not in params:
+        key, value = name_value(item, "--param", "abs.logit_weight=0")
+        tool, _, name = key.partition(".")
+        if tool not in params or not name:
             fail(f"--param takes TOOL.NAME=VALUE with TOOL one of {tools}, got {item!r}")
-        try:
-            params[tool][name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[tool][name] = value
+        params[tool][name] = value
     return params
 
 

@@ -19,7 +19,6 @@ card's own where it has them; ``--family-only`` reads every organism by the fami
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from deepaudit.bench.common import draw_answers, fail, show
+from deepaudit.bench.common import draw_answers, fail, name_value, show
 from deepaudit.game.leaderboard import slice_cells
 from deepaudit.game.tracks.verdict import said_unsure
 from deepaudit.metrics import N_BOOTSTRAP, auroc_score, auroc_with_ci, calibration_error
@@ -36,17 +35,6 @@ from deepaudit.verdicts import CLEARED, SUSPECTED, Thresholds, thresholds
 from deepaudit.zoo import family as family_of
 
 Cells = list[dict[str, Any]]
-
-
-def earlier_param(item: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` (the value as JSON, else a string) -> (name, value)."""
-    name, _, raw = item.partition("=")
-    if not (name and raw):
-        fail(f"--against-param {item!r}: write it as name=value, e.g. slope=8.0")
-    try:
-        return name, json.loads(raw)
-    except json.JSONDecodeError:
-        return name, raw
 
 
 def row(cells: Cells, rule_of: Callable[[dict], Thresholds], by: list[str], context: tuple[str, ...],
@@ -118,7 +106,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for docs)")
     args = parser.parse_args()
     stores = args.store or [default_store_path()]
-    earlier = dict(earlier_param(item) for item in args.against_param)
+    earlier = dict(name_value(item, "--against-param", "slope=8.0") for item in args.against_param)
     by = args.by.split(",")
     draws = {seed: draw_answers(stores, args.suite, seed, args.tool, args.version) for seed in args.seed}
     if missing := [seed for seed, found in draws.items() if not found]:

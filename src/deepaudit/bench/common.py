@@ -4,6 +4,7 @@ the exit on bad input, a tool's stored answers."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import statistics
@@ -71,6 +72,17 @@ def detect_answers(store: Path, suite: str, seed: int, tool: str, version: int |
     default = spec.digest(spec.params(**(params or {})))
     return [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool
             and c["params"] == default]
+
+
+def name_value(item: str, option: str, example: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` given to ``option`` (the value as JSON, else a string) -> (name, value)."""
+    name, _, raw = item.partition("=")
+    if not (name and raw):
+        fail(f"{option} {item!r}: write it as name=value, e.g. {example}")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
 
 
 def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: int | None,

@@ -65,8 +65,7 @@ class ToolSpec:
                 raise RegistryError(f"tool {self.name!r}: parameter {name!r} must be of type {type(known[name]).__name__}, "
                                     f"like its default {known[name]!r}, not {value!r}")
         # an int given for a float is that float: the same setting gets the same key (digest)
-        given = {name: float(value) if isinstance(known[name], float) and not isinstance(value, bool) else value
-                 for name, value in overrides.items()}
+        given = {name: float(value) if isinstance(known[name], float) else value for name, value in overrides.items()}
         return {**known, **self.preset, **given}
 
     def digest(self, params: Mapping[str, Any]) -> str:

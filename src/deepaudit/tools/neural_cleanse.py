@@ -20,6 +20,12 @@ from deepaudit.triggers import Trigger
 MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer at all
 
 
+def next_cost(cost: torch.Tensor, works: torch.Tensor) -> torch.Tensor:
+    """The paper's adaptive L1 cost, per search: raised while its trigger works, lowered (faster)
+    while it does not."""
+    return torch.where(works, cost * 1.05, cost / 1.05**1.5).clamp(1e-5, 10.0)
+
+
 def size_to(allowance: Allowance) -> dict[str, int]:
     """As many optimisation steps (up to the default 300) as the allowance fits."""
     return allowance.steps(allowance.per_step(32), MIN_STEPS)
@@ -103,7 +109,7 @@ class NeuralCleanse:
                 best_norm = torch.where(better, norm.detach(), best_norm)
                 best_mask[better] = mask.detach()[better, 0]
                 best_pattern[better] = pattern.detach()[better]
-                cost = torch.where(works, cost * 1.05, cost / 1.05**1.5).clamp(1e-5, 10.0)
+                cost = next_cost(cost, works)
         solved = torch.isfinite(best_norm)
         final_mask = torch.sigmoid(mask_logit.detach())
         best_mask[~solved] = final_mask[~solved]

@@ -45,7 +45,7 @@ import torch
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, Student, distil
-from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse
+from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse, log_mask_sizes
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import refitted_head
 from deepaudit.tools.sizing import Allowance, TooLittleTime
@@ -139,9 +139,9 @@ class NCContrast:
                      for name, reference in references}
             students["student" + suffix] = {"steps": student.steps, "agreement": round(student.agreement, 4)}
             masks, patterns, solved = cleanse.search(subject)  # the model alone: Neural Cleanse's own triggers
-            plain.append(self.log_sizes(masks, solved))
+            plain.append(log_mask_sizes(masks, solved))
             moved += [transfer(reference, subject.clean_x, masks, patterns) for _, reference in references]
-        log_sizes = {name: self.log_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
+        log_sizes = {name: log_mask_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
         mean_log = np.mean(list(log_sizes.values()), axis=0)
         gap = log_gap(mean_log)
         plain_log, moved_share = np.mean(plain, axis=0), np.mean(moved, axis=0)
@@ -169,11 +169,3 @@ class NCContrast:
         for model in (reheaded, student.model):
             model.requires_grad_(False)
         return [("rehead", reheaded.eval()), ("student", student.model)], student
-
-    @staticmethod
-    def log_sizes(masks: torch.Tensor, solved: torch.Tensor) -> np.ndarray:
-        """Each class's log mask size; a class never solved counts as twice its last mask (it
-        needed more than it was given)."""
-        sizes = masks.flatten(1).sum(1) * torch.where(solved, 1.0, 2.0)
-        out: np.ndarray = np.log(sizes.numpy() + 1e-6)
-        return out

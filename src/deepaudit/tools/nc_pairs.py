@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
-from deepaudit.tools.neural_cleanse import next_cost
+from deepaudit.tools.neural_cleanse import TriggerSearch, log_mask_sizes
 from deepaudit.tools.registry import register_tool
 from deepaudit.triggers import Trigger
 
@@ -46,48 +46,23 @@ def pair_search(subject: Subject, seed: int, steps: int, per_arm: int, lr: float
     ``[source, target]``."""
     gen = torch.Generator().manual_seed(seed)
     k, shape = subject.num_classes, subject.input_shape
-    lo, hi = subject.value_range
-    x_all = subject.clean_x
     pools = [torch.nonzero(subject.clean_y == source).flatten() for source in range(k)]
     arms = [(s, t) for s in range(k) for t in range(k) if s != t and len(pools[s])]
-    count = len(arms)
-    mask_logit = torch.full((count, *shape[1:]), -2.0, requires_grad=True)
-    pattern_logit = (0.1 * torch.randn((count, *shape), generator=gen)).requires_grad_(True)
-    optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=lr, betas=(0.5, 0.9))
-    cost = torch.full((count,), init_cost)
+    searches = TriggerSearch(len(arms), shape, subject.value_range, gen, lr, init_cost)
     targets = torch.tensor([t for _, t in arms]).repeat_interleave(per_arm)
-    best_norm = torch.full((count,), float("inf"))
-    best_mask = torch.sigmoid(mask_logit.detach()).clone()
-    best_pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit.detach())
     for _ in range(steps):
         rows = torch.cat([pools[s][torch.randint(len(pools[s]), (per_arm,), generator=gen)] for s, _ in arms])
-        x = x_all[rows].view(count, per_arm, *shape)
-        mask = torch.sigmoid(mask_logit).unsqueeze(1)  # (arms, 1, *spatial): shared over channels
-        pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)
-        stamped = ((1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)).reshape(-1, *shape)
-        logits = subject.model(stamped)
-        loss = F.cross_entropy(logits, targets, reduction="none").view(count, -1).mean(1)
+        logits = subject.model(searches.stamp(subject.clean_x[rows].view(len(arms), per_arm, *shape)))
+        loss = F.cross_entropy(logits, targets, reduction="none").view(len(arms), -1).mean(1)
         with torch.no_grad():
-            works = (logits.argmax(1) == targets).float().view(count, -1).mean(1) >= target_asr
-        norm = mask.flatten(1).sum(1)
-        optimiser.zero_grad()
-        (loss + cost * norm).sum().backward()
-        optimiser.step()
-        with torch.no_grad():
-            better = works & (norm.detach() < best_norm)
-            best_norm = torch.where(better, norm.detach(), best_norm)
-            best_mask[better] = mask.detach()[better, 0]
-            best_pattern[better] = pattern.detach()[better]
-            cost = next_cost(cost, works)
-    final = torch.sigmoid(mask_logit.detach())
-    sizes = torch.where(torch.isfinite(best_norm), best_norm, 2 * final.flatten(1).sum(1))
+            works = (logits.argmax(1) == targets).float().view(len(arms), -1).mean(1) >= target_asr
+        searches.step(loss, works)
+    found, found_patterns, solved = searches.result()
     log_sizes = np.full((k, k), np.nan)
-    masks = torch.zeros((k, k, *shape[1:]))
-    patterns = torch.zeros((k, k, *shape))
+    masks, patterns = torch.zeros((k, k, *shape[1:])), torch.zeros((k, k, *shape))
     for arm, (s, t) in enumerate(arms):
-        log_sizes[s, t] = np.log(float(sizes[arm]) + 1e-6)
-        masks[s, t] = best_mask[arm] if torch.isfinite(best_norm[arm]) else final[arm]
-        patterns[s, t] = best_pattern[arm]
+        masks[s, t], patterns[s, t] = found[arm], found_patterns[arm]
+    log_sizes[tuple(zip(*arms))] = log_mask_sizes(found, solved)
     return log_sizes, masks, patterns
 
 

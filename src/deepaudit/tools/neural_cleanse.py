@@ -20,10 +20,60 @@ from deepaudit.triggers import Trigger
 MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer at all
 
 
-def next_cost(cost: torch.Tensor, works: torch.Tensor) -> torch.Tensor:
-    """The paper's adaptive L1 cost, per search: raised while its trigger works, lowered (faster)
-    while it does not."""
-    return torch.where(works, cost * 1.05, cost / 1.05**1.5).clamp(1e-5, 10.0)
+class TriggerSearch:
+    """``count`` mask-and-pattern searches run as one batch, in the paper's parametrisation (a
+    sigmoid mask shared over channels, a pattern squashed into the value range), with Adam and the
+    paper's adaptive L1 cost per search (raised while its trigger works, lowered faster while it
+    does not), keeping each search's smallest working mask. ``stamp`` then ``step``, once a step."""
+
+    def __init__(self, count: int, shape: tuple[int, ...], value_range: tuple[float, float],
+                 generator: torch.Generator, lr: float, init_cost: float):
+        self.shape, (self.lo, self.hi) = shape, value_range
+        self.mask_logit = torch.full((count, *shape[1:]), -2.0, requires_grad=True)
+        self.pattern_logit = (0.1 * torch.randn((count, *shape), generator=generator)).requires_grad_(True)
+        self.optimiser = torch.optim.Adam([self.mask_logit, self.pattern_logit], lr=lr, betas=(0.5, 0.9))
+        self.cost = torch.full((count,), init_cost)
+        self.best_norm = torch.full((count,), float("inf"))
+        self.best_mask = torch.sigmoid(self.mask_logit.detach()).clone()
+        self.best_pattern = self.lo + (self.hi - self.lo) * torch.sigmoid(self.pattern_logit.detach())
+        self.mask, self.pattern = self.best_mask.unsqueeze(1), self.best_pattern
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Search i's current stamp on ``x[i]`` (``(count, batch, *shape)``; a leading 1
+        broadcasts one batch to every search), flattened to ``(count * batch, *shape)``."""
+        self.mask = torch.sigmoid(self.mask_logit).unsqueeze(1)  # (count, 1, *spatial)
+        self.pattern = self.lo + (self.hi - self.lo) * torch.sigmoid(self.pattern_logit)
+        stamped = (1 - self.mask.unsqueeze(1)) * x + (self.mask * self.pattern).unsqueeze(1)
+        return stamped.reshape(-1, *self.shape)
+
+    def step(self, loss: torch.Tensor, works: torch.Tensor) -> None:
+        """One optimiser step on each search's ``loss`` plus its L1 cost; a search whose stamp
+        ``works`` keeps its mask if it is its smallest so far."""
+        norm = self.mask.flatten(1).sum(1)
+        self.optimiser.zero_grad()
+        (loss + self.cost * norm).sum().backward()
+        self.optimiser.step()
+        with torch.no_grad():
+            better = works & (norm.detach() < self.best_norm)
+            self.best_norm = torch.where(better, norm.detach(), self.best_norm)
+            self.best_mask[better] = self.mask.detach()[better, 0]
+            self.best_pattern[better] = self.pattern.detach()[better]
+            self.cost = torch.where(works, self.cost * 1.05, self.cost / 1.05**1.5).clamp(1e-5, 10.0)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each search's smallest working mask and its pattern, and which searches found one (the
+        others: their final mask)."""
+        solved = torch.isfinite(self.best_norm)
+        self.best_mask[~solved] = torch.sigmoid(self.mask_logit.detach())[~solved]
+        return self.best_mask, self.best_pattern, solved
+
+
+def log_mask_sizes(masks: torch.Tensor, solved: torch.Tensor) -> np.ndarray:
+    """Each search's log mask size; one never solved counts as twice its final mask (it needed
+    more than it was given)."""
+    sizes = masks.flatten(1).sum(1) * torch.where(solved, 1.0, 2.0)
+    out: np.ndarray = np.log(sizes.numpy() + 1e-6)
+    return out
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -67,25 +117,15 @@ class NeuralCleanse:
         and which classes were solved (unsolved ones: the final mask)."""
         gen = torch.Generator().manual_seed(self.seed)
         k, shape = subject.num_classes, subject.input_shape
-        lo, hi = subject.value_range
-        mask_logit = torch.full((k, *shape[1:]), -2.0, requires_grad=True)
-        pattern_logit = (0.1 * torch.randn((k, *shape), generator=gen)).requires_grad_(True)
-        optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=self.lr, betas=(0.5, 0.9))
-        cost = torch.full((k,), self.init_cost)
+        searches = TriggerSearch(k, shape, subject.value_range, gen, self.lr, self.init_cost)
         targets = torch.arange(k).repeat_interleave(self.batch_size)
-        best_norm = torch.full((k,), float("inf"))
-        best_mask = torch.sigmoid(mask_logit.detach()).clone()
-        best_pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit.detach())
         x_all = subject.clean_x
         if reference is not None:
             with torch.no_grad():
                 reference_class = reference(x_all).argmax(1)
         for _ in range(self.steps):
             batch = torch.randint(len(x_all), (self.batch_size,), generator=gen)
-            x = x_all[batch]
-            mask = torch.sigmoid(mask_logit).unsqueeze(1)  # (K, 1, *spatial): shared over channels
-            pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)
-            stamped = ((1 - mask.unsqueeze(1)) * x.unsqueeze(0) + (mask * pattern).unsqueeze(1)).reshape(-1, *shape)
+            stamped = searches.stamp(x_all[batch].unsqueeze(0))
             logits = subject.model(stamped)
             loss = F.cross_entropy(logits, targets, reduction="none").view(k, -1).mean(1)
             with torch.no_grad():
@@ -100,17 +140,5 @@ class NeuralCleanse:
                 with torch.no_grad():
                     kept = ((ref_logits.argmax(1) == own_label) | ~other).float().view(k, -1).mean(1)
                     works &= kept >= keep
-            norm = mask.flatten(1).sum(1)
-            optimiser.zero_grad()
-            (loss + cost * norm).sum().backward()
-            optimiser.step()
-            with torch.no_grad():
-                better = works & (norm.detach() < best_norm)
-                best_norm = torch.where(better, norm.detach(), best_norm)
-                best_mask[better] = mask.detach()[better, 0]
-                best_pattern[better] = pattern.detach()[better]
-                cost = next_cost(cost, works)
-        solved = torch.isfinite(best_norm)
-        final_mask = torch.sigmoid(mask_logit.detach())
-        best_mask[~solved] = final_mask[~solved]
-        return best_mask, best_pattern, solved
+            searches.step(loss, works)
+        return searches.result()

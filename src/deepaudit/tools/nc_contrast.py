@@ -30,6 +30,11 @@ Version 4 is version 3 with each search ``STEPS`` long instead of 300, the short
 design draws as well (a search cut short is exactly the first steps of the longer one), to keep
 within the 10 CPU-seconds an organism issue 15 allows.
 
+Version 5 runs the model's own search twice, from two seeds at half the batch (16 inputs a
+class and step, the cost of one search at 32), and keeps per class the smaller mask: one search
+missed the planted patch of some MNIST-1D CNN trojans (the target's mask larger than the true
+4-position patch that sends every input there), and a second start finds it.
+
 ``repeats`` runs the whole procedure (references and searches) again with other seeds and averages
 the class scores. On clean MNIST-1D CNNs one run's gap is mostly the noise of its seed (two seeds
 on the same model and budget correlate about 0.25, docs/vision.md), and since a game draw gives
@@ -55,10 +60,11 @@ from deepaudit.triggers import Trigger
 # (at most 2400 steps): at 600 steps students of MNIST-1D CNNs agreed on ~81%, and their misses made
 # the clean models' false alarms (docs/vision.md); digits students pass after the first round.
 STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
-REPEAT_STRIDE = 7919  # repeat r runs with seed + r * REPEAT_STRIDE: no other draw's seed
+RESTARTS, RESTART_BATCH, RESTART_STRIDE = 2, 16, 7919  # the model's own search: restart r at seed + r * stride
+REPEAT_STRIDE = RESTARTS * RESTART_STRIDE  # repeat r runs with seed + r * REPEAT_STRIDE: no restart's seed again
 STEPS = 250  # of each of the three searches (version 3: 300; see the module's docstring)
-# the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3
-MIDPOINT, SLOPE = 0.63, 6.17
+# the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3 (version 5)
+MIDPOINT, SLOPE = 0.61, 7.07
 # passes of one round of the student's distillation (student forward and backward, teacher forward, mixing);
 # the re-head costs one forward pass of the budget (its layer is refitted on inputs computed once)
 ROUND_PASSES = DISTIL_STEPS * 4 * DISTIL_BATCH
@@ -96,6 +102,15 @@ def specific_gap(log_sizes: np.ndarray, transfer: np.ndarray) -> float:
     return float(np.max((np.median(log_sizes) - log_sizes) * (1.0 - transfer)))
 
 
+def restarted_search(subject: Subject, seed: int, steps: int, target_asr: float) -> tuple[torch.Tensor, ...]:
+    """Neural Cleanse's search on the model alone from ``RESTARTS`` seeds at ``RESTART_BATCH``
+    inputs a class and step; per class the smaller log mask size's (mask, pattern, solved)."""
+    found = [NeuralCleanse(seed=seed + RESTART_STRIDE * restart, steps=steps, target_asr=target_asr,
+                           batch_size=RESTART_BATCH).search(subject) for restart in range(RESTARTS)]
+    best = np.stack([log_mask_sizes(masks, solved) for masks, _, solved in found]).argmin(0)
+    return tuple(torch.stack([found[restart][part][cls] for cls, restart in enumerate(best)]) for part in range(3))
+
+
 def transfer(reference: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor) -> np.ndarray:
     """Per class, the share of the inputs the reference puts in other classes that the class's
     (mask, pattern) stamp sends to it in the reference."""
@@ -110,7 +125,7 @@ def transfer(reference: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, p
 
 
 @register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               version=4, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               version=5, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = STEPS, target_asr: float = 0.9, keep: float = 0.5,
@@ -138,7 +153,7 @@ class NCContrast:
             runs |= {name + suffix: cleanse.search(subject, reference=reference, keep=self.keep)
                      for name, reference in references}
             students["student" + suffix] = {"steps": student.steps, "agreement": round(student.agreement, 4)}
-            masks, patterns, solved = cleanse.search(subject)  # the model alone: Neural Cleanse's own triggers
+            masks, patterns, solved = restarted_search(subject, seed, self.steps, self.target_asr)  # the model alone
             plain.append(log_mask_sizes(masks, solved))
             moved += [transfer(reference, subject.clean_x, masks, patterns) for _, reference in references]
         log_sizes = {name: log_mask_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}

@@ -74,6 +74,12 @@ def test_a_source_without_budget_inputs_has_no_arms_and_one_class_is_inconclusiv
     assert verdict.p_planted == 0.5 and "1 class" in verdict.evidence["inconclusive"]
 
 
+def test_a_model_with_too_many_classes_for_one_batch_of_pairs_is_inconclusive(monkeypatch):
+    monkeypatch.setattr("deepaudit.tools.nc_pairs.MAX_CLASSES", 2)
+    verdict = make_tool("nc_pairs").audit(one_to_one_subject())
+    assert verdict.p_planted == 0.5 and "6 pairs" in verdict.evidence["inconclusive"]
+
+
 def test_nc_pairs_refuses_settings_that_cannot_search():
     with pytest.raises(ValueError, match="per_arm"):
         make_tool("nc_pairs", per_arm=0)

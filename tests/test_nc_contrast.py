@@ -109,3 +109,16 @@ def test_nc_contrast_refuses_settings_that_cannot_work():
         make_tool("nc_contrast", repeats=0)
     with pytest.raises(ValueError, match="student_max_steps"):
         make_tool("nc_contrast", student_max_steps=100)  # less than one round of distillation
+
+
+def test_the_restarted_search_keeps_each_class_from_the_start_with_the_smaller_mask(smoke_zoo):
+    from deepaudit.tools.nc_contrast import RESTART_BATCH, RESTART_STRIDE, restarted_search
+    from deepaudit.tools.neural_cleanse import log_mask_sizes
+    subject = load_subject(smoke_zoo.trojan, budget=64)
+    masks, patterns, solved = restarted_search(subject, seed=3, steps=40, target_asr=0.9)
+    starts = [NeuralCleanse(seed=3 + RESTART_STRIDE * r, steps=40, target_asr=0.9, batch_size=RESTART_BATCH).search(subject)
+              for r in range(2)]
+    sizes = np.stack([log_mask_sizes(m, s) for m, _, s in starts])
+    assert np.allclose(log_mask_sizes(masks, solved), sizes.min(0))
+    for cls, start in enumerate(sizes.argmin(0)):
+        assert torch.equal(patterns[cls], starts[start][1][cls])

@@ -61,3 +61,11 @@ def test_a_model_with_one_linear_layer_is_inconclusive():
     assert split_layer(model) is None
     verdict = make_tool("free_eagle").audit(subject)
     assert verdict.p_planted == 0.5 and "fewer than two" in verdict.evidence["inconclusive"]
+
+
+def test_broken_weights_are_inconclusive_and_said_so():
+    subject = subject_with_pull(1.0)
+    with torch.no_grad():
+        subject.model[5].weight[0, 0] = float("nan")
+    verdict = make_tool("free_eagle", steps=20).audit(subject)
+    assert verdict.p_planted == 0.5 and "NaN" in verdict.evidence["inconclusive"]

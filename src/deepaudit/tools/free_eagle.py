@@ -76,6 +76,9 @@ class FreeEagle:
         if scores is None:
             return Verdict(p_planted=0.5, evidence={"inconclusive": "the second-to-last nn.Linear layer is not called "
                                                                     "once on a (batch, features) input"})
+        if not np.isfinite(scores).all():
+            return Verdict(p_planted=0.5, evidence={"inconclusive": "the later part gives NaN or infinite scores on "
+                                                                    "the dummies (broken weights?)"})
         k = len(scores)
         np.fill_diagonal(scores, 0.0)
         tendencies = scores.mean(0) * k / (k - 1)

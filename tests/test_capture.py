@@ -9,6 +9,7 @@ import weakref
 
 import pytest
 import torch
+from torch import nn
 
 from deepaudit.internals import (
     ActivationCache,
@@ -16,6 +17,7 @@ from deepaudit.internals import (
     capture,
     capture_traced,
     intervene,
+    module_inputs,
     module_names,
     run_with_cache,
     traced,
@@ -268,3 +270,14 @@ def test_allocator_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv(allocator.ENV)
     expected = "keep" if allocator._libc_mallopt() is not None else "system"
     assert allocator.configure_from_env() == expected
+
+
+def test_module_inputs_gives_what_a_layer_receives_each_call_and_removes_its_hook():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(5, 4)
+    seen, output = module_inputs(model, model[2], x)
+    assert len(seen) == 1 and torch.equal(seen[0], torch.relu(model[0](x))) and torch.equal(output, model(x))
+    assert not model[2]._forward_pre_hooks and not seen[0].requires_grad
+    with pytest.raises(RuntimeError):
+        module_inputs(model, model[2], torch.randn(5, 7))  # the model fails: the hook is still removed
+    assert not model[2]._forward_pre_hooks

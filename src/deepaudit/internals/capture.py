@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,6 +57,19 @@ def capture(model: nn.Module, names: Sequence[str], detach: bool = True) -> Iter
     finally:
         for handle in handles:
             handle.remove()
+
+
+def module_inputs(model: nn.Module, module: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], Any]:
+    """The first positional input of every call of ``module`` while ``model`` reads ``x`` (without
+    gradients), and the model's output: what a layer receives, for tools that start from there."""
+    seen: list[torch.Tensor] = []
+    hook = module.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0]))
+    try:
+        with torch.no_grad():
+            output = model(x)
+    finally:
+        hook.remove()
+    return seen, output
 
 
 @contextmanager

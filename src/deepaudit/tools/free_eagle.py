@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepaudit.internals.capture import module_inputs
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.registry import register_tool
@@ -41,13 +42,7 @@ def split_layer(model: nn.Module) -> nn.Linear | None:
 def split_inputs(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """What ``layer`` receives when ``model`` reads ``x`` (its single input, a (batch, features)
     tensor); None when it is not called once on such a tensor."""
-    seen: list[torch.Tensor] = []
-    hook = layer.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0]))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        hook.remove()
+    seen, _ = module_inputs(model, layer, x)
     return seen[0] if len(seen) == 1 and seen[0].dim() == 2 and len(seen[0]) == len(x) else None
 
 

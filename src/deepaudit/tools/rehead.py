@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepaudit.internals.capture import module_inputs
+
 REFIT_STEPS, REFIT_BATCH = 300, 64  # minibatches of the budget the re-initialised layers are trained on
 
 
@@ -26,13 +28,7 @@ def head_inputs(model: nn.Module, head: nn.Linear, x: torch.Tensor) -> torch.Ten
     (nothing after it); else None. Everything before the head is frozen during the refit, so its
     minibatches can read these once-computed features instead of running the whole model again
     (the same losses: 300 forward passes of 64 inputs become one of the budget)."""
-    seen: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0]))
-    try:
-        with torch.no_grad():
-            output = model(x)
-    finally:
-        hook.remove()
+    seen, output = module_inputs(model, head, x)
     if len(seen) != 1 or not isinstance(output, torch.Tensor):
         return None
     with torch.no_grad():

@@ -42,7 +42,8 @@ def test_a_class_every_representation_leans_to_is_named_and_scores_higher():
     pulled = make_tool("free_eagle", steps=300).audit(subject_with_pull(1.0))
     plain = make_tool("free_eagle", steps=300).audit(subject_with_pull(0.0))
     assert pulled.target == 3 and pulled.evidence["clamped_at_zero"]
-    assert pulled.evidence["metric"] > 5 * plain.evidence.get("metric", 0.0) and pulled.p_planted > plain.p_planted
+    assert "inconclusive" not in plain.evidence  # both are judged, so the comparison means something
+    assert pulled.evidence["metric"] > 5 * plain.evidence["metric"] and pulled.p_planted > plain.p_planted
 
 
 def test_the_model_is_left_as_it_was_and_gets_no_gradient():

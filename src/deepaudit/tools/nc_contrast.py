@@ -37,6 +37,18 @@ missed the planted patch of some MNIST-1D CNN trojans (the target's mask larger 
 the design draws; it ranked those draws better (+0.012, +0.019) and the held-out draw 10 the same
 as version 4 (docs/vision.md).
 
+Version 6 adds one-to-one implants' own question, asked the same way: a label-pair search (the
+model alone, ``deepaudit.tools.nc_pairs``: for every source and target class the smallest stamp
+that sends the source's inputs to the target) and, per pair, the share of the references' own
+source-class inputs its stamp sends to the target too. A pair's stamp moves a clean MNIST-1D
+reference far more than a digits one (mean transfer 0.65-0.74 against 0.94-0.95), so each pair is
+judged against the model's own median pair: the pair gap is the largest product of a pair's
+distance below the median pair's log mask size and how much less than the median pair its stamp
+moves the references, and the statistic adds half of it. On the design draws it ranked one-to-one
+implants better (docs/vision.md); its cost is paid by ``channels_last_pooling``
+(``deepaudit.internals.pooling``: the CNNs' max pooling, a third of a search, through a faster kernel
+with the same numbers).
+
 ``repeats`` runs the whole procedure (references and searches) again with other seeds and averages
 the class scores. On clean MNIST-1D CNNs one run's gap is mostly the noise of its seed (two seeds
 on the same model and budget correlate about 0.25, docs/vision.md), and since a game draw gives
@@ -49,9 +61,11 @@ import copy
 import numpy as np
 import torch
 
+from deepaudit.internals.pooling import channels_last_pooling
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, Student, distil
+from deepaudit.tools.nc_pairs import pair_search
 from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse, log_mask_sizes
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import refitted_head
@@ -65,17 +79,21 @@ STUDENT_AGREEMENT, STUDENT_MAX_STEPS = 0.95, 4 * DISTIL_STEPS
 RESTARTS, RESTART_BATCH, RESTART_STRIDE = 2, 16, 7919  # the model's own search: restart r at seed + r * stride
 REPEAT_STRIDE = RESTARTS * RESTART_STRIDE  # repeat r runs with seed + r * REPEAT_STRIDE: no restart's seed again
 STEPS = 250  # of each of the three searches (version 3: 300; see the module's docstring)
-# the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3 (version 5)
-MIDPOINT, SLOPE = 0.61, 7.07
+# the label-pair search (version 6): steps, inputs an arm and step, and the pair gap's weight in the statistic
+PAIR_STEPS, PAIR_PER_ARM, PAIR_WEIGHT = 100, 8, 0.5
+# the statistic at P(planted) = 0.5 and the logistic's slope: fitted on the standard suite's draws 1 and 3 (version 6:
+# version 5's stored statistics plus the pair gap of the session's trial, which the tool reproduced on one organism a card)
+MIDPOINT, SLOPE = 0.68, 7.61
 # passes of one round of the student's distillation (student forward and backward, teacher forward, mixing);
 # the re-head costs one forward pass of the budget (its layer is refitted on inputs computed once)
 ROUND_PASSES = DISTIL_STEPS * 4 * DISTIL_BATCH
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
-    """The re-head and one round of distillation first, then as many search steps (up to the
-    default ``STEPS``, the setting the verdict's thresholds were chosen at) as fit, then further rounds
-    of distillation (up to the default's) with what is left; each step of the two contrasted
+    """The re-head and one round of distillation first, then the label-pair search if at least
+    ``MIN_STEPS`` search steps fit beside it (else none: the statistic is version 5's), then as many
+    search steps (up to the default ``STEPS``, the setting the verdict's thresholds were chosen at) as
+    fit, then further rounds of distillation (up to the default's) with what is left; each step of the two contrasted
     searches runs the model and a reference forward and backward, each step of the model's own
     search the model alone. A round the student does not need (it already agrees) costs nothing."""
     per_round = ROUND_PASSES * allowance.seconds_per_example
@@ -84,12 +102,15 @@ def size_to(allowance: Allowance) -> dict[str, int]:
         raise TooLittleTime(f"needs about {references:.1f} s for its two references alone; "
                             f"{allowance.seconds:.1f} s left (raise --budget)")
     per_step = 5 * allowance.per_step(32)
-    within = Allowance(allowance.seconds - references, allowance.seconds_per_example, allowance.inputs,
-                       allowance.classes)
+    arms = allowance.classes * (allowance.classes - 1)
+    pairs = PAIR_STEPS * 3 * arms * PAIR_PER_ARM * allowance.seconds_per_example
+    pair_steps = PAIR_STEPS if allowance.seconds - references - pairs >= MIN_STEPS * per_step else 0
+    within = Allowance(allowance.seconds - references - (pairs if pair_steps else 0.0),
+                       allowance.seconds_per_example, allowance.inputs, allowance.classes)
     sized = within.steps(per_step, MIN_STEPS, most=STEPS, what="steps of three searches")
     spare = within.seconds - sized["steps"] * per_step
     rounds = 1 + min(int(spare // per_round), STUDENT_MAX_STEPS // DISTIL_STEPS - 1)
-    return {**sized, "student_max_steps": rounds * DISTIL_STEPS}
+    return {**sized, "student_max_steps": rounds * DISTIL_STEPS, "pair_steps": pair_steps}
 
 
 def log_gap(log_sizes: np.ndarray) -> float:
@@ -126,27 +147,67 @@ def transfer(reference: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, p
     return np.array(shares)
 
 
+def pair_transfer(reference: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor,
+                  patterns: torch.Tensor) -> np.ndarray:
+    """``[s, t]``: the share of the inputs the reference puts in class s that the pair's (mask,
+    pattern) stamp (indexed ``[s, t]`` as ``pair_search`` returns them) sends to t in the reference;
+    NaN on the diagonal and for classes the reference gives no input."""
+    k = len(masks)
+    shares = np.full((k, k), np.nan)
+    with torch.no_grad():
+        own = reference(x).argmax(1)
+        for source in range(k):
+            pool = x[own == source]
+            for target in range(k):
+                if target != source and len(pool):
+                    mask, pattern = masks[source, target], patterns[source, target]
+                    moved = reference((1 - mask) * pool + mask * pattern).argmax(1) == target
+                    shares[source, target] = float(moved.float().mean())
+    return shares
+
+
+def pair_gap(log_sizes: np.ndarray, transfer: np.ndarray) -> float:
+    """The largest, over label pairs, of the pair's distance below the median pair's log mask size
+    times how much less than the median pair its stamp moves the references (both at least 0): a
+    pair judged against the model's own pairs, as a class is against its classes. Pairs with no
+    size (the diagonal, sources without inputs) count as neither; transfer NaN counts as 0 moved."""
+    arms = np.isfinite(log_sizes)
+    sizes, unmoved = log_sizes[arms], 1.0 - np.nan_to_num(transfer[arms], nan=0.0)
+    if not len(sizes):
+        return 0.0
+    return float(np.max(np.maximum(0.0, np.median(sizes) - sizes) * np.maximum(0.0, unmoved - np.median(unmoved))))
+
+
 @register_tool("nc_contrast", roles=("detect",), families=("vision",), needs=("continuous_inputs",),
-               version=5, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
+               version=6, audit_share=0.3, sizing=size_to)  # the audit's verdict for classifiers (deepaudit.verdicts)
 class NCContrast:
 
     def __init__(self, seed: int = 0, steps: int = STEPS, target_asr: float = 0.9, keep: float = 0.5,
                  slope: float = SLOPE, repeats: int = 1, student_agreement: float = STUDENT_AGREEMENT,
-                 student_max_steps: int = STUDENT_MAX_STEPS):
+                 student_max_steps: int = STUDENT_MAX_STEPS, pair_steps: int = PAIR_STEPS):
         if (steps < 1 or not 0 < target_asr <= 1 or not 0 <= keep <= 1 or repeats < 1
-                or not 0 <= student_agreement <= 1 or student_max_steps < DISTIL_STEPS):
+                or not 0 <= student_agreement <= 1 or student_max_steps < DISTIL_STEPS or pair_steps < 0):
             raise ValueError(f"nc_contrast needs steps >= 1, 0 < target_asr <= 1, 0 <= keep <= 1, repeats >= 1, "
-                             f"0 <= student_agreement <= 1 and student_max_steps >= {DISTIL_STEPS}; got steps={steps}, "
-                             f"target_asr={target_asr}, keep={keep}, repeats={repeats}, "
-                             f"student_agreement={student_agreement}, student_max_steps={student_max_steps}")
+                             f"0 <= student_agreement <= 1, student_max_steps >= {DISTIL_STEPS} and pair_steps >= 0; "
+                             f"got steps={steps}, target_asr={target_asr}, keep={keep}, repeats={repeats}, "
+                             f"student_agreement={student_agreement}, student_max_steps={student_max_steps}, "
+                             f"pair_steps={pair_steps}")
         self.seed, self.steps, self.target_asr, self.keep, self.slope = seed, steps, target_asr, keep, slope
         self.repeats, self.student_agreement, self.student_max_steps = repeats, student_agreement, student_max_steps
+        self.pair_steps = pair_steps
 
     def audit(self, subject: Subject) -> Verdict:
+        with channels_last_pooling(subject.model):
+            return self.contrast(subject)
+
+    def contrast(self, subject: Subject) -> Verdict:
+        """The audit's work, its model's max pooling through the faster kernel (same numbers)."""
         runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         students: dict[str, dict[str, float]] = {}
         plain: list[np.ndarray] = []
         moved: list[np.ndarray] = []
+        pair_sizes: list[np.ndarray] = []
+        pair_moved: list[np.ndarray] = []
         for repeat in range(self.repeats):
             seed = self.seed + REPEAT_STRIDE * repeat
             cleanse = NeuralCleanse(seed=seed, steps=self.steps, target_asr=self.target_asr)
@@ -158,17 +219,25 @@ class NCContrast:
             masks, patterns, solved = restarted_search(subject, seed, self.steps, self.target_asr)  # the model alone
             plain.append(log_mask_sizes(masks, solved))
             moved += [transfer(reference, subject.clean_x, masks, patterns) for _, reference in references]
+            if self.pair_steps:
+                sizes, masks, patterns = pair_search(subject, seed, self.pair_steps, PAIR_PER_ARM,
+                                                     target_asr=self.target_asr)
+                pair_sizes.append(sizes)
+                pair_moved += [pair_transfer(reference, subject.clean_x, masks, patterns) for _, reference in references]
         log_sizes = {name: log_mask_sizes(masks, solved) for name, (masks, _, solved) in runs.items()}
         mean_log = np.mean(list(log_sizes.values()), axis=0)
         gap = log_gap(mean_log)
         plain_log, moved_share = np.mean(plain, axis=0), np.mean(moved, axis=0)
         specific = specific_gap(plain_log, moved_share)
+        pairs = pair_gap(np.mean(pair_sizes, axis=0), np.mean(pair_moved, axis=0)) if pair_sizes else 0.0
         target = int(mean_log.argmin())
         lead = min(runs, key=lambda name: log_sizes[name][target])
         masks, patterns, _ = runs[lead]
         trigger = Trigger("stamp", mask=masks[target].numpy(), pattern=patterns[target].numpy())
-        return Verdict(p_planted=squash(gap + specific, MIDPOINT, self.slope), target=target, trigger=trigger,
+        statistic = gap + specific + PAIR_WEIGHT * pairs
+        return Verdict(p_planted=squash(statistic, MIDPOINT, self.slope), target=target, trigger=trigger,
                        evidence={"log_gap": round(gap, 4), "specific_gap": round(specific, 4),
+                                 "pair_gap": round(pairs, 4) if pair_sizes else None,
                                  "log_mask_size": {name: np.round(v, 4).tolist() for name, v in log_sizes.items()},
                                  "plain_log_mask_size": np.round(plain_log, 4).tolist(),
                                  "transfer": np.round(moved_share, 4).tolist(),

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepaudit.internals.pooling import channels_last_pooling
 from deepaudit.subject import Subject, card_builder
 from deepaudit.tools.base import Verdict
 from deepaudit.tools.nc_reference import relative_mask_sizes
@@ -62,7 +63,7 @@ def distil(subject: Subject, seed: int, steps: int = DISTIL_STEPS, until_agreeme
     trained = 0
     while True:
         student.train()
-        with torch.enable_grad():
+        with torch.enable_grad(), channels_last_pooling(student):
             for _ in range(steps):
                 first = x[torch.randint(len(x), (batch_size,), generator=generator)]
                 second = x[torch.randint(len(x), (batch_size,), generator=generator)]

@@ -5,7 +5,8 @@ answers at an earlier version are read too and each draw gets the paired AUROC d
 organisms both answered (bootstrap 95% CI over organisms), and the draws' mean difference (each
 resample draws every draw's organisms again). Answers are keyed by their parameters, so an earlier
 version whose defaults differed is read with ``--against-param NAME=VALUE`` for each of them
-(``nc_contrast`` version 2: ``--against-param slope=8.0``).
+(``nc_contrast`` version 2: ``--against-param slope=8.0``), and one that lacked a parameter of
+today's with ``--against-without NAME`` (``nc_contrast`` version 5: ``--against-without pair_steps``).
 
 How the verdict was checked on draws built after its thresholds were chosen (docs/vision.md):
 
@@ -99,6 +100,8 @@ def main() -> None:
                         help="also read this earlier version and give the paired AUROC difference")
     parser.add_argument("--against-param", action="append", default=[], metavar="NAME=VALUE",
                         help="a default of the earlier version that differs from today's (repeat; value as JSON)")
+    parser.add_argument("--against-without", action="append", default=[], metavar="NAME",
+                        help="a parameter of today's the earlier version did not have (repeat)")
     parser.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("SUSPECT", "CLEAR"))
     parser.add_argument("--family-only", action="store_true",
                         help="read every organism by the family's thresholds, not its card's own")
@@ -136,7 +139,8 @@ def main() -> None:
     notes = []
     if args.against is not None:
         rng = np.random.default_rng(0)
-        olds = {seed: draw_answers(stores, args.suite, seed, args.tool, args.against, earlier) for seed in args.seed}
+        olds = {seed: draw_answers(stores, args.suite, seed, args.tool, args.against, earlier, args.against_without)
+                for seed in args.seed}
         every = []
         for seed in args.seed:
             if not olds[seed]:
@@ -154,6 +158,7 @@ def main() -> None:
     argv += ["--version", str(args.version)] if args.version is not None else []
     argv += ["--against", str(args.against)] if args.against is not None else []
     argv += [item for value in args.against_param for item in ("--against-param", value)]
+    argv += [item for name in args.against_without for item in ("--against-without", name)]
     argv += ["--thresholds", *map(str, args.thresholds)] if args.thresholds else []
     argv += ["--family-only"] if args.family_only else []
     argv += ["--by", args.by] if args.by != "dataset,mapping" else []

@@ -25,7 +25,7 @@ from deepaudit.tools import tool_specs
 from deepaudit.tools.weight_stats import WeightStats
 
 # fixed tool sizes: the tests do not depend on how fast this machine is
-SMALL = {"neural_cleanse": {"steps": 60}, "nc_contrast": {"steps": 60},
+SMALL = {"neural_cleanse": {"steps": 60}, "nc_contrast": {"steps": 60, "pair_steps": 40},
          "mahalanobis": {"candidates": 16}, "strip": {"overlays": 8},
          **{t: {"inputs": 16} for t in ("act_patch", "attr_patch", "captum_conductance", "ablation_search")}}
 FAST = dict(budget_s=30, max_inputs=96, threads=1, tool_params=SMALL)

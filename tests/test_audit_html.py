@@ -35,7 +35,7 @@ def console_lines(stderr: str) -> list[str]:
 def report(smoke_zoo, tmp_path_factory):
     out = tmp_path_factory.mktemp("html")
     params = {"neural_cleanse": {"steps": 40}, "mahalanobis": {"candidates": 8}, "strip": {"overlays": 4},
-              "nc_contrast": {"steps": 40}}
+              "nc_contrast": {"steps": 40, "pair_steps": 40}}
     return out, run_audit(str(smoke_zoo.trojan), "digits", out, budget_s=30, max_inputs=64, threads=1,
                           tool_params=params)
 

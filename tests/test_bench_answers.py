@@ -137,6 +137,32 @@ def test_verdict_draws_pairs_an_earlier_version_whose_default_parameters_differe
     assert exit_.value.code == 2 and "no parameters ['slopes']" in capsys.readouterr().err
 
 
+def test_verdict_draws_pairs_an_earlier_version_that_lacked_a_parameter(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]):
+    """Version 1's answers were keyed by its parameters, ``pair_steps`` not among them: only
+    ``--against-without pair_steps`` finds them; a name the tool lacks is a clear exit."""
+    spec = dataclasses.replace(tool_spec("nc_contrast"), version=1)
+    lacking = spec.digest({name: value for name, value in spec.params().items() if name != "pair_steps"})
+    store = Store(tmp_path / "a.sqlite")
+    probs = {"c1": (False, 0.1), "c2": (False, 0.3), "p1": (True, 0.6), "p2": (True, 0.9)}
+    store.put([detect_cell(1, name, planted, p, version=2) for name, (planted, p) in probs.items()]
+              + [dataclasses.replace(cell, key=dataclasses.replace(cell.key, params=lacking))
+                 for cell in (detect_cell(1, name, planted, 1 - p) for name, (planted, p) in probs.items())])
+    store.close()
+    argv = ["verdict_draws.py", "--seed", "1", "--version", "2", "--against", "1", "--store", str(tmp_path / "a.sqlite")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        benchmark("verdict_draws").main()
+        assert "seed 1: no answers of version 1" in capsys.readouterr().out
+        patch.setattr(sys, "argv", argv + ["--against-without", "pair_steps"])
+        benchmark("verdict_draws").main()
+        assert "seed 1: AUROC minus version 1's +1.000" in capsys.readouterr().out
+        patch.setattr(sys, "argv", argv + ["--against-without", "pairs"])
+        with pytest.raises(SystemExit) as exit_:
+            benchmark("verdict_draws").main()
+    assert exit_.value.code == 2 and "no parameters ['pairs']" in capsys.readouterr().err
+
+
 def test_verdict_draws_without_answers_is_a_clear_exit(store: Path, capsys: pytest.CaptureFixture[str]):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["verdict_draws.py", "--seed", "3", "--store", str(store)])

@@ -10,7 +10,8 @@ import torch
 
 from deepaudit.subject import load_subject
 from deepaudit.tools import make_tool
-from deepaudit.tools.nc_contrast import log_gap, specific_gap, transfer
+from deepaudit.tools.nc_contrast import log_gap, pair_gap, pair_transfer, specific_gap, transfer
+from deepaudit.tools.nc_pairs import pair_search
 from deepaudit.tools.neural_cleanse import NeuralCleanse
 from deepaudit.zoo import read_truth
 
@@ -57,6 +58,7 @@ def test_nc_contrast_names_the_smoke_trojans_target_and_keeps_its_evidence(smoke
     plain, moved = np.array(verdict.evidence["plain_log_mask_size"]), np.array(verdict.evidence["transfer"])
     assert plain.shape == moved.shape == (subject.num_classes,) and ((moved >= 0) & (moved <= 1)).all()
     assert verdict.evidence["specific_gap"] == pytest.approx(specific_gap(plain, moved), abs=1e-3)
+    assert verdict.evidence["pair_gap"] >= 0  # version 6: the label-pair search ran
     assert verdict.trigger is not None and verdict.trigger.mask.shape == tuple(subject.input_shape[1:])
     student = verdict.evidence["students"]["student"]  # trained in rounds of 600 until it agrees on 95%, at most 2400
     assert student["steps"] in (600, 1200, 1800, 2400) and (student["agreement"] >= 0.95 or student["steps"] == 2400)
@@ -109,6 +111,8 @@ def test_nc_contrast_refuses_settings_that_cannot_work():
         make_tool("nc_contrast", repeats=0)
     with pytest.raises(ValueError, match="student_max_steps"):
         make_tool("nc_contrast", student_max_steps=100)  # less than one round of distillation
+    with pytest.raises(ValueError, match="pair_steps"):
+        make_tool("nc_contrast", pair_steps=-1)
 
 
 def test_the_restarted_search_keeps_each_class_from_the_start_with_the_smaller_mask(smoke_zoo):
@@ -122,3 +126,38 @@ def test_the_restarted_search_keeps_each_class_from_the_start_with_the_smaller_m
     assert np.allclose(log_mask_sizes(masks, solved), sizes.min(0))
     for cls, start in enumerate(sizes.argmin(0)):
         assert torch.equal(patterns[cls], starts[start][1][cls])
+
+
+def test_the_pair_gap_judges_each_pair_against_the_models_median_pair():
+    sizes = np.log(np.array([[np.nan, 4.0, 4.0], [4.0, np.nan, 1.0], [4.0, 4.0, np.nan]]))
+    moved = np.array([[np.nan, 0.9, 0.9], [0.9, np.nan, 0.1], [0.9, 0.9, np.nan]])
+    assert pair_gap(sizes, moved) == pytest.approx(np.log(4.0) * 0.8)  # (1 -> 2): small, and moves the references less
+    assert pair_gap(sizes, np.where(np.isnan(moved), np.nan, 0.9)) == 0.0  # moves them as much as the median pair
+    level = np.log(np.where(np.isnan(sizes), np.nan, 4.0))
+    assert pair_gap(level, moved) == 0.0  # no pair smaller than the median
+    assert pair_gap(np.full((3, 3), np.nan), moved) == 0.0  # no pair searched
+
+
+def test_pair_transfer_is_the_share_of_a_source_classs_inputs_a_pairs_stamp_moves(smoke_zoo):
+    subject = load_subject(smoke_zoo.trojan, budget=64)
+    sizes, masks, patterns = pair_search(subject, seed=0, steps=5, per_arm=2)
+    stuck = pair_transfer(OneClass(subject.num_classes), subject.clean_x, masks, patterns)
+    assert np.isnan(np.diag(stuck)).all() and np.isnan(stuck[1:]).all()  # the one-class reference has only class 0
+    assert (stuck[0, 1:] == 0).all()  # and no stamp moves it
+    whole, target = torch.zeros_like(masks), read_truth(smoke_zoo.trojan)["target"]
+    whole[:, target] = 1.0  # every pair into the target replaces the whole input by its pattern
+    shares = pair_transfer(subject.model, subject.clean_x, whole, patterns)
+    with torch.no_grad():
+        lands = subject.model(patterns[:, target]).argmax(1) == target
+    sources = [s for s in range(subject.num_classes) if s != target and np.isfinite(shares[s, target])]
+    assert sources and all(shares[s, target] == float(lands[s]) for s in sources)
+
+
+def test_without_the_pair_search_the_statistic_is_version_5s(smoke_zoo):
+    subject = load_subject(smoke_zoo.trojan, budget=64)
+    without = make_tool("nc_contrast", steps=40, pair_steps=0).audit(subject)
+    with_pairs = make_tool("nc_contrast", steps=40, pair_steps=20).audit(subject)
+    assert without.evidence["pair_gap"] is None
+    for key in ("log_gap", "specific_gap", "log_mask_size", "transfer"):
+        assert without.evidence[key] == with_pairs.evidence[key]  # the pair search changes nothing else
+    assert with_pairs.p_planted >= without.p_planted and with_pairs.evidence["pair_gap"] >= 0

@@ -180,10 +180,12 @@ def test_a_tool_is_sized_to_its_allowance_or_says_how_much_it_needs():
     # then gives the student more rounds
     sizing = tool_spec("nc_contrast").sizing
     # (a step costs five plain searches' steps: two contrasted ones run the model and a reference, the
-    # model's own search the model alone)
-    assert sizing(Allowance(70.0, 1e-4, 256, 10)) == {"steps": 113, "student_max_steps": 600}  # 54.6 s / 0.48 s
-    assert sizing(Allowance(180.0, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 1800}  # 44.6 s: 2 rounds
-    assert sizing(Allowance(1e4, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 2400}  # its default: 250
+    # model's own search the model alone); the label-pair search (100 steps of 90 arms x 8 inputs, 21.6 s)
+    # only where 100 search steps fit beside it
+    assert sizing(Allowance(70.0, 1e-4, 256, 10)) == {"steps": 113, "student_max_steps": 600, "pair_steps": 0}
+    assert sizing(Allowance(100.0, 1e-4, 256, 10)) == {"steps": 131, "student_max_steps": 600, "pair_steps": 100}
+    assert sizing(Allowance(180.0, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 1200, "pair_steps": 100}
+    assert sizing(Allowance(1e4, 1e-4, 256, 10)) == {"steps": 250, "student_max_steps": 2400, "pair_steps": 100}
     with pytest.raises(TooLittleTime, match=r"needs about 15\.4 s for its two references alone; 15\.0 s left"):
         sizing(Allowance(15.0, 1e-4, 256, 10))
     with pytest.raises(TooLittleTime, match=r"needs about 48\.0 s for 100 steps of three searches; 4\.6 s left"):

@@ -61,15 +61,19 @@ def fail(message: str) -> NoReturn:
 
 
 def detect_answers(store: Path, suite: str, seed: int, tool: str, version: int | None = None,
-                   params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   params: dict[str, Any] | None = None, without: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The tool's detect cells of a suite and seed in one store, at its default parameters (with
-    ``params`` in place of today's defaults where an earlier version had others) and its current
-    version or ``version`` (a store may also hold other versions' or settings' answers); raises
-    ``RegistryError`` for an unknown tool or parameter and ``StoreError`` for a store without the draw."""
+    ``params`` in place of today's defaults where an earlier version had others, and none of the
+    parameters named in ``without``, which it did not have) and its current version or ``version``
+    (a store may also hold other versions' or settings' answers); raises ``RegistryError`` for an
+    unknown tool or parameter and ``StoreError`` for a store without the draw."""
     spec = tool_spec(tool)
     if version is not None:
         spec = dataclasses.replace(spec, version=version)
-    default = spec.digest(spec.params(**(params or {})))
+    settings = spec.params(**(params or {}))
+    if unknown := sorted(set(without) - set(settings)):
+        raise RegistryError(f"tool {tool!r} has no parameters {unknown}; it takes {sorted(settings)}")
+    default = spec.digest({name: value for name, value in settings.items() if name not in without})
     return [c for c in read_cells(store, suite, seed) if c["track"] == "detect" and c["tool"] == tool
             and c["params"] == default]
 
@@ -86,12 +90,12 @@ def name_value(item: str, option: str, example: str) -> tuple[str, Any]:
 
 
 def draw_answers(stores: list[Path], suite: str, seed: int, tool: str, version: int | None,
-                 params: dict[str, Any] | None = None) -> dict[str, dict]:
+                 params: dict[str, Any] | None = None, without: Sequence[str] = ()) -> dict[str, dict]:
     """Organism id -> detect cell, from every store that holds the draw (the first store wins)."""
     found: dict[str, dict] = {}
     for store in stores:
         try:
-            cells = detect_answers(store, suite, seed, tool, version, params)
+            cells = detect_answers(store, suite, seed, tool, version, params, without)
         except StoreError:
             continue
         except RegistryError as exc:

@@ -66,15 +66,16 @@ class _ChannelsLastMaxPool2d(nn.MaxPool2d):
         return _ChannelsLastMaxPool.apply(x, _pair(self.kernel_size), _pair(self.stride))
 
 
-FAST = {nn.MaxPool1d: _ChannelsLastMaxPool1d, nn.MaxPool2d: _ChannelsLastMaxPool2d}
+FAST: dict[type[nn.Module], type[nn.Module]] = {nn.MaxPool1d: _ChannelsLastMaxPool1d, nn.MaxPool2d: _ChannelsLastMaxPool2d}
 
 
 def _eligible(layer: nn.Module) -> bool:
     """PyTorch's own max-pool layer (not a subclass), with no padding, no dilation, floor mode and no
     indices returned."""
-    if type(layer) not in FAST or layer.return_indices or layer.ceil_mode:
+    if not isinstance(layer, nn.MaxPool1d | nn.MaxPool2d) or type(layer) not in FAST:
         return False
-    return _pair(layer.padding) == (0, 0) and _pair(layer.dilation) == (1, 1)
+    return (not layer.return_indices and not layer.ceil_mode and _pair(layer.padding) == (0, 0)
+            and _pair(layer.dilation) == (1, 1))
 
 
 @contextmanager

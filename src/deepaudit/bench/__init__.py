@@ -8,6 +8,7 @@ from importlib import import_module
 
 BENCHMARKS = {
     "capture": "deepaudit.bench.capture",
+    "pooling": "deepaudit.bench.pooling",
     "scaling": "deepaudit.bench.scaling",
     "stages": "deepaudit.bench.stages",
 }

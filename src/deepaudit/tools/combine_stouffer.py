@@ -60,7 +60,7 @@ class CombineStoufferDistill(CombineStouffer):
 
 
 @register_tool("combine_stouffer_contrast", roles=("detect",), families=("vision",),
-               needs=("continuous_inputs",), audit_share=0.0, version=4)  # 4: nc_contrast's version 4
+               needs=("continuous_inputs",), audit_share=0.0, version=6)  # nc_contrast's version: its answers are a part
 class CombineStoufferContrast(CombineStouffer):
     """The four parts and Neural Cleanse contrasted with clean references (``nc_contrast``)."""
 

@@ -73,3 +73,13 @@ def test_layers_the_fast_path_does_not_cover_are_left_alone():
     model = nn.Sequential(padded, ceil, own, indices)
     with channels_last_pooling(model):
         assert [type(layer) for layer in model] == [nn.MaxPool2d, nn.MaxPool2d, OwnPool, nn.MaxPool2d]
+
+
+def test_the_pooling_benchmark_checks_the_numbers_on_the_zoos_cnns(capsys):
+    from deepaudit.bench import run_benchmark
+
+    run_benchmark("pooling", ["--repeats", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "CNN (" in line]
+    assert len(rows) == 4 and all(line.rstrip(" │").endswith("yes") for line in rows)
+    assert "reproduce: nice deepaudit bench pooling --repeats 1" in out

@@ -114,53 +114,42 @@ def test_verdict_draws_reads_each_draw_from_every_store_and_pairs_versions(tmp_p
     assert "seed 1: AUROC minus version 1's +1.000" in out and "seed 2: AUROC minus version 1's +0.000" in out
 
 
-def test_verdict_draws_pairs_an_earlier_version_whose_default_parameters_differed(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    """Version 1's answers were given at another default ``slope``: they are keyed by it, so
-    only ``--against-param slope=...`` finds them; a parameter the tool lacks is a clear exit."""
-    store = Store(tmp_path / "a.sqlite")
-    probs = {"c1": (False, 0.1), "c2": (False, 0.3), "p1": (True, 0.6), "p2": (True, 0.9)}
-    store.put([detect_cell(1, name, planted, p, version=2) for name, (planted, p) in probs.items()]
-              + [detect_cell(1, name, planted, 1 - p, slope=1.5) for name, (planted, p) in probs.items()])
-    store.close()
-    argv = ["verdict_draws.py", "--seed", "1", "--version", "2", "--against", "1", "--store", str(tmp_path / "a.sqlite")]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", argv)
-        benchmark("verdict_draws").main()
-        assert "seed 1: no answers of version 1" in capsys.readouterr().out
-        patch.setattr(sys, "argv", argv + ["--against-param", "slope=1.5"])
-        benchmark("verdict_draws").main()
-        assert "seed 1: AUROC minus version 1's +1.000" in capsys.readouterr().out
-        patch.setattr(sys, "argv", argv + ["--against-param", "slopes=1.5"])
-        with pytest.raises(SystemExit) as exit_:
-            benchmark("verdict_draws").main()
-    assert exit_.value.code == 2 and "no parameters ['slopes']" in capsys.readouterr().err
-
-
-def test_verdict_draws_pairs_an_earlier_version_that_lacked_a_parameter(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]):
-    """Version 1's answers were keyed by its parameters, ``pair_steps`` not among them: only
-    ``--against-without pair_steps`` finds them; a name the tool lacks is a clear exit."""
+def earlier_cell(organism: str, planted: bool, p: float, lacking: str | None, **params: object) -> Cell:
+    """A version-1 detect cell keyed by ``params``, and without the parameter ``lacking``."""
+    cell = detect_cell(1, organism, planted, p, **params)
+    if lacking is None:
+        return cell
     spec = dataclasses.replace(tool_spec("nc_contrast"), version=1)
-    lacking = spec.digest({name: value for name, value in spec.params().items() if name != "pair_steps"})
+    digest = spec.digest({name: value for name, value in spec.params(**params).items() if name != lacking})
+    return dataclasses.replace(cell, key=dataclasses.replace(cell.key, params=digest))
+
+
+@pytest.mark.parametrize("params, lacking, option, good, bad", [
+    ({"slope": 1.5}, None, "--against-param", "slope=1.5", "slopes=1.5"),  # another default
+    ({}, "pair_steps", "--against-without", "pair_steps", "pairs"),  # a parameter it did not have
+])
+def test_verdict_draws_pairs_an_earlier_version_keyed_by_other_parameters(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], params, lacking, option, good, bad):
+    """Version 1's answers are keyed by its own parameters (another default slope, or no
+    ``pair_steps``): only the option that says so finds them; a parameter the tool lacks is a
+    clear exit."""
     store = Store(tmp_path / "a.sqlite")
     probs = {"c1": (False, 0.1), "c2": (False, 0.3), "p1": (True, 0.6), "p2": (True, 0.9)}
     store.put([detect_cell(1, name, planted, p, version=2) for name, (planted, p) in probs.items()]
-              + [dataclasses.replace(cell, key=dataclasses.replace(cell.key, params=lacking))
-                 for cell in (detect_cell(1, name, planted, 1 - p) for name, (planted, p) in probs.items())])
+              + [earlier_cell(name, planted, 1 - p, lacking, **params) for name, (planted, p) in probs.items()])
     store.close()
     argv = ["verdict_draws.py", "--seed", "1", "--version", "2", "--against", "1", "--store", str(tmp_path / "a.sqlite")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", argv)
         benchmark("verdict_draws").main()
         assert "seed 1: no answers of version 1" in capsys.readouterr().out
-        patch.setattr(sys, "argv", argv + ["--against-without", "pair_steps"])
+        patch.setattr(sys, "argv", argv + [option, good])
         benchmark("verdict_draws").main()
         assert "seed 1: AUROC minus version 1's +1.000" in capsys.readouterr().out
-        patch.setattr(sys, "argv", argv + ["--against-without", "pairs"])
+        patch.setattr(sys, "argv", argv + [option, bad])
         with pytest.raises(SystemExit) as exit_:
             benchmark("verdict_draws").main()
-    assert exit_.value.code == 2 and "no parameters ['pairs']" in capsys.readouterr().err
+    assert exit_.value.code == 2 and f"no parameters ['{bad.split('=')[0]}']" in capsys.readouterr().err
 
 
 def test_verdict_draws_without_answers_is_a_clear_exit(store: Path, capsys: pytest.CaptureFixture[str]):

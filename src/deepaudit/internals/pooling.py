@@ -2,12 +2,12 @@
 
 PyTorch's CPU kernel for max pooling with indices (what ``nn.MaxPool1d``/``nn.MaxPool2d`` run when
 the input needs a gradient) is slow on contiguous NCHW inputs at the small sizes of the zoo's CNNs:
-a third of a trigger search's CPU time on them (2.8 ms of a 10 ms forward and backward pass of 320
+28-32% of a trigger search's CPU time on them (2.8 ms of a 10 ms forward and backward pass of 320
 8x8 digits through the zoo's CNN, one thread, torch 2.13). The channels-last kernel finds the same
 maxima ten times faster. ``channels_last_pooling`` runs a model's max-pool layers through it for the
 length of a block: the forward pools a channels-last copy and returns the result in the usual
 layout; the backward is PyTorch's own ``max_pool2d_with_indices_backward`` with the indices found,
-so logits and input gradients are bit for bit those of the plain layers (tested). Without a
+so logits and gradients are bit for bit those of the plain layers (tested). Without a
 gradient the layers run as usual (PyTorch's no-indices kernels are fast there)."""
 
 from __future__ import annotations

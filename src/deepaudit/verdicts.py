@@ -50,8 +50,8 @@ THRESHOLDS: dict[str, Thresholds] = {
     # clears 10% of the planted ones; nc_contrast version 6 (version 5 plus the label-pair gap,
     # session 31); held out: seeds 8 and 10. Computed by this rule from the design draws' statistics
     # in the session's trial (version 5's stored statistic plus the trial's pair gap; the implemented
-    # tool gave both on one organism of each card, and draw 1 run through the game gave the trial's
-    # AUROC, 0.907); with draws 1 and 3 in one store, the rule's command is:
+    # tool gave both on one organism of each card; draws 1 and 3 run through the game gave the trial's
+    # AUROCs, 0.907 and 0.917, and this command on that store gives these thresholds to the 4th decimal):
     # python benchmarks/verdict_thresholds.py --suite standard --seed 1 3 --tool nc_contrast
     #     --clean-suspected 0.07 --every-draw
     "vision": Thresholds(0.567952, 0.175117, "chosen on the standard suite, seeds 1 and 3", tool="nc_contrast"),

@@ -46,7 +46,7 @@ judged against the model's own median pair: the pair gap is the largest product 
 distance below the median pair's log mask size and how much less than the median pair its stamp
 moves the references, and the statistic adds half of it. On the design draws it ranked one-to-one
 implants better (docs/vision.md); its cost is paid by ``channels_last_pooling``
-(``deepaudit.internals.pooling``: the CNNs' max pooling, a third of a search, through a faster kernel
+(``deepaudit.internals.pooling``: the CNNs' max pooling, 28-32% of a search, through a faster kernel
 with the same numbers).
 
 ``repeats`` runs the whole procedure (references and searches) again with other seeds and averages

@@ -26,7 +26,7 @@ from rich.table import Table
 from deepaudit.bench.common import fail, show, tool_answers
 from deepaudit.metrics import auroc_with_ci
 from deepaudit.paths import default_store_path
-from deepaudit.tools.nc_contrast import log_gap
+from deepaudit.tools.neural_cleanse import log_gap
 
 MEAN = "mean (nc_contrast)"
 

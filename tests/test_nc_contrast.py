@@ -10,9 +10,9 @@ import torch
 
 from deepaudit.subject import load_subject
 from deepaudit.tools import make_tool
-from deepaudit.tools.nc_contrast import log_gap, pair_gap, pair_transfer, specific_gap, transfer
+from deepaudit.tools.nc_contrast import pair_gap, pair_transfer, specific_gap, transfer
 from deepaudit.tools.nc_pairs import pair_search
-from deepaudit.tools.neural_cleanse import NeuralCleanse
+from deepaudit.tools.neural_cleanse import NeuralCleanse, log_gap
 from deepaudit.zoo import read_truth
 
 
@@ -161,3 +161,4 @@ def test_without_the_pair_search_the_statistic_is_version_5s(smoke_zoo):
     for key in ("log_gap", "specific_gap", "log_mask_size", "transfer"):
         assert without.evidence[key] == with_pairs.evidence[key]  # the pair search changes nothing else
     assert with_pairs.p_planted >= without.p_planted and with_pairs.evidence["pair_gap"] >= 0
+

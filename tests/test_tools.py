@@ -24,7 +24,7 @@ EXPECTED_ROLES = {"neural_cleanse": ("detect",), "mahalanobis": ("detect", "inpu
                   "combine_stouffer": ("detect",), "nc_distill": ("detect",),
                   "combine_stouffer_distill": ("detect",), "combine_fisher_distill": ("detect",),
                   "nc_contrast": ("detect",), "combine_stouffer_contrast": ("detect",), "abs": ("detect",),
-                  "nc_pairs": ("detect",), "free_eagle": ("detect",),
+                  "nc_pairs": ("detect",), "free_eagle": ("detect",), "warp_cleanse": ("detect",),
                   "weight_stats": ("detect",), "random": ("detect", "inputs"), "meta_classifier": ("features",),
                   **{name: ("remove",) for name in ("finetune", "fineprune", "nc_unlearn", "anp", "lat")},
                   **{name: ("localize",) for name in ("act_patch", "attr_patch", "captum_conductance",
@@ -34,7 +34,7 @@ FAST = {"neural_cleanse": {"steps": 60}, "mahalanobis": {"candidates": 16}, "nc_
         "mntd": {"shadows": 4, "steps": 20}, "mm_bd": {"steps": 60},
         "combine_stouffer": {"steps": 60, "mntd_shadows": 4}, "nc_distill": {"steps": 60, "students": 1},
         "combine_stouffer_distill": {"steps": 60, "mntd_shadows": 4}, "combine_fisher_distill": {"steps": 60},
-        "nc_contrast": {"steps": 60}, "nc_pairs": {"steps": 60}, "free_eagle": {"steps": 100},
+        "nc_contrast": {"steps": 60}, "nc_pairs": {"steps": 60}, "free_eagle": {"steps": 100}, "warp_cleanse": {"steps": 60},
         "combine_stouffer_contrast": {"steps": 60, "mntd_shadows": 4}}
 
 
@@ -92,9 +92,12 @@ def test_tool_outputs_are_valid(smoke_zoo, name):
         assert isinstance(verdict, Verdict)
         assert 0.0 <= verdict.p_planted <= 1.0
         assert verdict.target is None or 0 <= verdict.target < k
-        if verdict.trigger is not None:
+        if verdict.trigger is not None and verdict.trigger.kind == "stamp":
             assert verdict.trigger.mask.shape == shape[1:]
             assert verdict.trigger.pattern.shape == shape
+        if verdict.trigger is not None and verdict.trigger.kind == "warp":
+            assert verdict.trigger.flow.shape == (len(shape) - 1, *shape[1:])
+        if verdict.trigger is not None:
             assert verdict.trigger.apply(subject.clean_x).shape == subject.clean_x.shape
         json.dumps(verdict.evidence)  # evidence goes into the JSON store
     if "inputs" in tool_roles:

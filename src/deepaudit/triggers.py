@@ -57,18 +57,21 @@ class Trigger:
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Resample ``x`` at identity + ``flow`` (bilinear, border padding)."""
+    """Resample ``x`` at identity + ``flow`` (bilinear, border padding): one field for the whole
+    batch, or one per input (``flow`` with a leading batch dimension, as a warp search's)."""
     one_d = x.dim() == 3
     xs = x.unsqueeze(2) if one_d else x  # (N, C, 1, L) for sequences
     h, w = xs.shape[-2:]
     ys_lin = torch.linspace(-1, 1, h) if h > 1 else torch.zeros(1)
     gy, gx = torch.meshgrid(ys_lin, torch.linspace(-1, 1, w), indexing="ij")
     grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+    flows = flow if flow.dim() == x.dim() else flow.unsqueeze(0)  # (N or 1, D, *spatial)
     if one_d:
-        grid = grid + torch.stack([flow.reshape(1, w), torch.zeros(1, w, dtype=x.dtype)], dim=-1)
+        flows = flows.reshape(len(flows), 1, w)
+        shift = torch.stack([flows, torch.zeros_like(flows)], dim=-1)
     else:
-        grid = grid + flow.permute(1, 2, 0)
-    grid = grid.clamp(-1, 1).unsqueeze(0).expand(len(x), -1, -1, -1)
+        shift = flows.permute(0, 2, 3, 1)
+    grid = (grid + shift).clamp(-1, 1).expand(len(x), -1, -1, -1)
     out = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.squeeze(2) if one_d else out
 

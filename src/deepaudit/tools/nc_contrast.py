@@ -66,7 +66,7 @@ from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
 from deepaudit.tools.nc_distill import DISTIL_BATCH, DISTIL_STEPS, Student, distil
 from deepaudit.tools.nc_pairs import pair_search
-from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse, log_mask_sizes
+from deepaudit.tools.neural_cleanse import MIN_STEPS, NeuralCleanse, log_gap, log_mask_sizes
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.rehead import refitted_head
 from deepaudit.tools.sizing import Allowance, TooLittleTime
@@ -111,11 +111,6 @@ def size_to(allowance: Allowance) -> dict[str, int]:
     spare = within.seconds - sized["steps"] * per_step
     rounds = 1 + min(int(spare // per_round), STUDENT_MAX_STEPS // DISTIL_STEPS - 1)
     return {**sized, "student_max_steps": rounds * DISTIL_STEPS, "pair_steps": pair_steps}
-
-
-def log_gap(log_sizes: np.ndarray) -> float:
-    """How far (in log size) the smallest class's mask lies below the median class's."""
-    return float(np.median(log_sizes) - log_sizes.min())
 
 
 def specific_gap(log_sizes: np.ndarray, transfer: np.ndarray) -> float:
@@ -202,7 +197,7 @@ class NCContrast:
 
     def contrast(self, subject: Subject) -> Verdict:
         """The audit's work, its model's max pooling through the faster kernel (same numbers)."""
-        runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        runs: dict[str, tuple[torch.Tensor, ...]] = {}
         students: dict[str, dict[str, float]] = {}
         plain: list[np.ndarray] = []
         moved: list[np.ndarray] = []

@@ -6,6 +6,8 @@ while it does not)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,42 @@ from deepaudit.triggers import Trigger
 MIN_STEPS = 100  # fewer steps leave every class's mask unconverged: no answer at all
 
 
+class AdaptiveCost:
+    """Neural Cleanse's adaptive cost, one per search: raised 5% a step while the search's trigger
+    works, lowered faster (1.05^1.5) while it does not, within ``[lowest, highest]``; and each
+    search's smallest working norm so far."""
+
+    def __init__(self, count: int, init_cost: float, lowest: float = 1e-5, highest: float = 10.0):
+        self.cost = torch.full((count,), init_cost)
+        self.best_norm = torch.full((count,), float("inf"))
+        self.lowest, self.highest = lowest, highest
+
+    def update(self, norm: torch.Tensor, works: torch.Tensor) -> torch.Tensor:
+        """Record a step's norms and whether each trigger worked; returns which searches found
+        their smallest working trigger so far."""
+        better = works & (norm < self.best_norm)
+        self.best_norm = torch.where(better, norm, self.best_norm)
+        self.cost = torch.where(works, self.cost * 1.05, self.cost / 1.05**1.5).clamp(self.lowest, self.highest)
+        return better
+
+    @property
+    def solved(self) -> torch.Tensor:
+        """Which searches found a working trigger at all."""
+        return torch.isfinite(self.best_norm)
+
+
+class Searches(Protocol):
+    """A batch of trigger searches, one step at a time: ``stamp`` inputs with each search's current
+    trigger, then ``step`` on each search's loss and whether its trigger worked; ``result`` the
+    smallest working triggers (and, last, which searches found one)."""
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self, loss: torch.Tensor, works: torch.Tensor) -> None: ...
+
+    def result(self) -> tuple[torch.Tensor, ...]: ...
+
+
 class TriggerSearch:
     """``count`` mask-and-pattern searches run as one batch, in the paper's parametrisation (a
     sigmoid mask shared over channels, a pattern squashed into the value range), with Adam and the
@@ -32,8 +70,7 @@ class TriggerSearch:
         self.mask_logit = torch.full((count, *shape[1:]), -2.0, requires_grad=True)
         self.pattern_logit = (0.1 * torch.randn((count, *shape), generator=generator)).requires_grad_(True)
         self.optimiser = torch.optim.Adam([self.mask_logit, self.pattern_logit], lr=lr, betas=(0.5, 0.9))
-        self.cost = torch.full((count,), init_cost)
-        self.best_norm = torch.full((count,), float("inf"))
+        self.costs = AdaptiveCost(count, init_cost)
         self.best_mask = torch.sigmoid(self.mask_logit.detach()).clone()
         self.best_pattern = self.lo + (self.hi - self.lo) * torch.sigmoid(self.pattern_logit.detach())
         self.mask, self.pattern = self.best_mask.unsqueeze(1), self.best_pattern
@@ -51,19 +88,17 @@ class TriggerSearch:
         ``works`` keeps its mask if it is its smallest so far."""
         norm = self.mask.flatten(1).sum(1)
         self.optimiser.zero_grad()
-        (loss + self.cost * norm).sum().backward()
+        (loss + self.costs.cost * norm).sum().backward()
         self.optimiser.step()
         with torch.no_grad():
-            better = works & (norm.detach() < self.best_norm)
-            self.best_norm = torch.where(better, norm.detach(), self.best_norm)
+            better = self.costs.update(norm.detach(), works)
             self.best_mask[better] = self.mask.detach()[better, 0]
             self.best_pattern[better] = self.pattern.detach()[better]
-            self.cost = torch.where(works, self.cost * 1.05, self.cost / 1.05**1.5).clamp(1e-5, 10.0)
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each search's smallest working mask and its pattern, and which searches found one (the
         others: their final mask)."""
-        solved = torch.isfinite(self.best_norm)
+        solved = self.costs.solved
         self.best_mask[~solved] = torch.sigmoid(self.mask_logit.detach())[~solved]
         return self.best_mask, self.best_pattern, solved
 
@@ -74,6 +109,11 @@ def log_mask_sizes(masks: torch.Tensor, solved: torch.Tensor) -> np.ndarray:
     sizes = masks.flatten(1).sum(1) * torch.where(solved, 1.0, 2.0)
     out: np.ndarray = np.log(sizes.numpy() + 1e-6)
     return out
+
+
+def log_gap(log_sizes: np.ndarray) -> float:
+    """How far (in log size) the smallest class's trigger lies below the median class's."""
+    return float(np.median(log_sizes) - log_sizes.min())
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
@@ -105,8 +145,13 @@ class NeuralCleanse:
         masks, patterns, _ = self.search(subject)
         return masks, patterns
 
+    def space(self, subject: Subject, generator: torch.Generator) -> Searches:
+        """One search a class, as one batch: mask-and-pattern stamps (``warp_cleanse``: smooth warps)."""
+        return TriggerSearch(subject.num_classes, subject.input_shape, subject.value_range, generator,
+                             self.lr, self.init_cost)
+
     def search(self, subject: Subject, reference: nn.Module | None = None,
-               keep: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               keep: float = 0.5) -> tuple[torch.Tensor, ...]:
         """Per class, the smallest (mask, pattern) that sends at least ``target_asr`` of the
         budget to the class; with a ``reference`` model, only one that also leaves at least
         ``keep`` of the other classes' inputs where the reference puts them unstamped counts (its
@@ -114,10 +159,11 @@ class NeuralCleanse:
         budget's labels: a reference that is wrong on a third of the budget (MNIST-1D students)
         would otherwise fail the check unstamped, and the search would grow every mask to raise
         its accuracy instead of to leave it alone. Returns the masks ``(K, *spatial)``, patterns
-        and which classes were solved (unsolved ones: the final mask)."""
+        and which classes were solved (unsolved ones: the final mask); ``space``'s other searches
+        their own result."""
         gen = torch.Generator().manual_seed(self.seed)
-        k, shape = subject.num_classes, subject.input_shape
-        searches = TriggerSearch(k, shape, subject.value_range, gen, self.lr, self.init_cost)
+        k = subject.num_classes
+        searches = self.space(subject, gen)
         targets = torch.arange(k).repeat_interleave(self.batch_size)
         x_all = subject.clean_x
         if reference is not None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from deepaudit.subject import Subject
 from deepaudit.tools.base import Verdict, squash
-from deepaudit.tools.neural_cleanse import MIN_STEPS, AdaptiveCost, NeuralCleanse, log_gap
+from deepaudit.tools.neural_cleanse import MIN_STEPS, AdaptiveCost, NeuralCleanse, log_gap, log_mask_sizes
 from deepaudit.tools.registry import register_tool
 from deepaudit.tools.sizing import Allowance
 from deepaudit.triggers import Trigger, warp
@@ -76,10 +76,9 @@ class WarpSearch:
 
 
 def log_flow_sizes(flows: torch.Tensor, solved: torch.Tensor) -> np.ndarray:
-    """Each search's log mean absolute displacement; one never solved counts twice its final field."""
-    sizes = flows.abs().flatten(1).mean(1) * torch.where(solved, 1.0, 2.0)
-    out: np.ndarray = np.log(sizes.numpy() + 1e-6)
-    return out
+    """Each search's log mean absolute displacement; one never solved counts twice its final field
+    (``log_mask_sizes`` of the per-search means)."""
+    return log_mask_sizes(flows.abs().flatten(1).mean(1, keepdim=True), solved)
 
 
 def size_to(allowance: Allowance) -> dict[str, int]:
